@@ -1,0 +1,1 @@
+"""Backends: where workers live (fake for controller tests, local processes, Docker containers)."""

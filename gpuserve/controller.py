@@ -1,0 +1,174 @@
+"""The one glue between policy and world: tick(now) -> snapshot -> policy -> guardrails -> backend.apply.
+
+The same class runs in the simulator (sim clock, simulated workers, in-memory queue) and
+live (wall clock, processes or containers, SQLite store); only the three seams differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gpuserve import policies
+from gpuserve.core.clock import Clock
+from gpuserve.core.errors import NotFoundError
+from gpuserve.core.guardrails import apply_guardrails, next_expiry_s
+from gpuserve.core.types import (
+    EndpointSnapshot,
+    EndpointSpec,
+    QueueStats,
+    ScaleAction,
+    ScaleDecision,
+    WorkerView,
+)
+from gpuserve.policies.base import PolicyInstance
+
+__all__ = ["Backend", "ControlStep", "Controller", "JobQueue"]
+
+
+class Backend(Protocol):
+    """Where workers live: simulated, local processes, or containers."""
+
+    def workers(self, endpoint_id: str) -> Sequence[WorkerView]: ...
+
+    def apply(self, endpoint: EndpointSpec, action: ScaleAction, now_s: float) -> None: ...
+
+
+class JobQueue(Protocol):
+    """Where jobs wait: in memory (sim) or the durable store (live)."""
+
+    def stats(self, endpoint_id: str, now_s: float) -> QueueStats: ...
+
+
+@dataclass(frozen=True)
+class ControlStep:
+    """One pass of the loop for one endpoint, kept for logs, tests and replay comparisons."""
+
+    snapshot: EndpointSnapshot
+    decision: ScaleDecision
+    action: ScaleAction
+    next_wake_s: float | None
+
+
+@dataclass
+class _Endpoint:
+    spec: EndpointSpec
+    policy: PolicyInstance
+    next_wake_s: float | None = None
+    last_step: ControlStep | None = None
+
+
+class Controller:
+    """Scales every endpoint it is given, by calling its policy and applying guardrails."""
+
+    def __init__(
+        self,
+        endpoints: Iterable[EndpointSpec],
+        backend: Backend,
+        queue: JobQueue,
+        clock: Clock,
+        max_step: int | None = None,
+    ) -> None:
+        self.backend = backend
+        self.queue = queue
+        self.clock = clock
+        self.max_step = max_step
+        self._endpoints: dict[str, _Endpoint] = {}
+        for spec in endpoints:
+            self.add_endpoint(spec)
+
+    # -- endpoint management -------------------------------------------------------------
+
+    def add_endpoint(self, spec: EndpointSpec) -> None:
+        """Register (or replace, keeping no policy state) an endpoint."""
+        policy = policies.get(spec.policy.name, spec.policy.params, spec)
+        self._endpoints[spec.endpoint_id] = _Endpoint(spec=spec, policy=policy)
+
+    def update_endpoint(self, spec: EndpointSpec) -> None:
+        """Swap an endpoint's spec; the policy keeps its state if the policy is unchanged."""
+        old = self._entry(spec.endpoint_id)
+        if old.spec.policy == spec.policy:
+            old.spec = spec
+        else:
+            self.add_endpoint(spec)
+
+    def remove_endpoint(self, endpoint_id: str) -> None:
+        self._endpoints.pop(endpoint_id, None)
+
+    @property
+    def endpoint_ids(self) -> list[str]:
+        return list(self._endpoints)
+
+    def spec(self, endpoint_id: str) -> EndpointSpec:
+        return self._entry(endpoint_id).spec
+
+    def tick_interval_s(self, endpoint_id: str) -> float | None:
+        return self._entry(endpoint_id).policy.tick_interval_s
+
+    def next_wake_s(self, endpoint_id: str) -> float | None:
+        """When an event-driven endpoint wants to be consulted again with no new events."""
+        return self._entry(endpoint_id).next_wake_s
+
+    def last_step(self, endpoint_id: str) -> ControlStep | None:
+        return self._entry(endpoint_id).last_step
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def snapshot(self, endpoint_id: str, now_s: float | None = None) -> EndpointSnapshot:
+        entry = self._entry(endpoint_id)
+        now = self.clock.now_s() if now_s is None else now_s
+        return EndpointSnapshot(
+            now_s=now,
+            endpoint=entry.spec,
+            workers=tuple(self.backend.workers(endpoint_id)),
+            queue=self.queue.stats(endpoint_id, now),
+        )
+
+    def tick(self, now_s: float | None = None) -> list[ControlStep]:
+        """Run one pass for every endpoint."""
+        now = self.clock.now_s() if now_s is None else now_s
+        return [self.tick_endpoint(eid, now) for eid in list(self._endpoints)]
+
+    def tick_endpoint(self, endpoint_id: str, now_s: float | None = None) -> ControlStep:
+        entry = self._entry(endpoint_id)
+        snap = self.snapshot(endpoint_id, now_s)
+        decision = entry.policy.decide(snap)
+        action = apply_guardrails(snap, decision, self.max_step)
+        if not action.is_noop:
+            self.backend.apply(entry.spec, action, snap.now_s)
+        wake = decision.wake_at_s
+        expiry = next_expiry_s(snap, decision)
+        if expiry is not None and expiry > snap.now_s:
+            wake = expiry if wake is None else min(wake, expiry)
+        step = ControlStep(snapshot=snap, decision=decision, action=action, next_wake_s=wake)
+        entry.next_wake_s = wake
+        entry.last_step = step
+        return step
+
+    def on_job_arrival(self, endpoint_id: str, now_s: float | None = None, low_priority: bool = False) -> ControlStep | None:
+        """A job just arrived: consult the policy at once (Knative's 'poke').
+
+        A job that finds no free slot on an endpoint must not wait for the next periodic
+        tick; with 0 workers and a 60-s stable window it would wait up to a full tick for
+        nothing. lowPriority jobs never trigger scale-up (Runpod's rule).
+        """
+        if low_priority:
+            return None
+        step = self.tick_endpoint(endpoint_id, now_s)
+        if step.snapshot.current_workers == 0 and step.action.start == 0:
+            # The policy held or asked for zero (e.g. a panic window with no data yet), yet
+            # a job waits on an empty endpoint: start one worker now if max allows.
+            spec = step.snapshot.endpoint
+            if spec.scaling.max_workers >= 1:
+                action = ScaleAction(start=1, target=1, reason="job arrived at zero workers")
+                self.backend.apply(spec, action, step.snapshot.now_s)
+                step = ControlStep(step.snapshot, step.decision, action, step.next_wake_s)
+                self._entry(endpoint_id).last_step = step
+        return step
+
+    def _entry(self, endpoint_id: str) -> _Endpoint:
+        try:
+            return self._endpoints[endpoint_id]
+        except KeyError:
+            raise NotFoundError(f"endpoint {endpoint_id!r} is not managed by this controller") from None

@@ -1,0 +1,56 @@
+"""Every exception gpuserve raises on purpose, in one tree.
+
+    GpuserveError
+    ├── ConfigError            a setting is invalid; names the field and the value
+    ├── IllegalTransitionError a job or worker was asked to make a move its state machine forbids
+    ├── NotFoundError          an endpoint, job or worker id that does not exist (or expired)
+    ├── CapacityError          no GPU/host can take a worker right now
+    └── BackendError           a backend (process, docker) failed to act on a decision
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "CapacityError",
+    "ConfigError",
+    "GpuserveError",
+    "IllegalTransitionError",
+    "NotFoundError",
+]
+
+
+class GpuserveError(Exception):
+    """Base of every error gpuserve raises deliberately."""
+
+
+class ConfigError(GpuserveError, ValueError):
+    """An invalid setting. The message names the field and the offending value."""
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        self.field = field
+        self.value = value
+        self.problem = problem
+        super().__init__(f"{field} {problem}, was {value!r}")
+
+
+class IllegalTransitionError(GpuserveError):
+    """A state machine refused a move, e.g. COMPLETED -> IN_PROGRESS."""
+
+    def __init__(self, kind: str, source: str, target: str) -> None:
+        self.kind = kind
+        self.source = source
+        self.target = target
+        super().__init__(f"illegal {kind} transition {source} -> {target}")
+
+
+class NotFoundError(GpuserveError, LookupError):
+    """An id that does not exist or has expired."""
+
+
+class CapacityError(GpuserveError):
+    """No host has a free GPU of the requested type."""
+
+
+class BackendError(GpuserveError):
+    """A backend could not carry out an action (spawn failed, engine down, ...)."""

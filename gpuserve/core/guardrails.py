@@ -1,0 +1,84 @@
+"""Guardrails that wrap any policy: min/max clamp, idle timeout, scale-to-zero grace, max step.
+
+A policy states only its idea (a desired count). These rules turn that into a safe action
+on concrete workers, so every policy gets the same limits without re-implementing them.
+"""
+
+from __future__ import annotations
+
+from gpuserve.core.types import EndpointSnapshot, ScaleAction, ScaleDecision, WorkerState
+
+__all__ = ["apply_guardrails", "next_expiry_s"]
+
+
+def _keep_alive_s(snapshot: EndpointSnapshot, decision: ScaleDecision) -> float:
+    if decision.keep_alive_s is not None:
+        return decision.keep_alive_s
+    return snapshot.endpoint.scaling.idle_timeout_s
+
+
+def apply_guardrails(
+    snapshot: EndpointSnapshot, decision: ScaleDecision, max_step: int | None = None
+) -> ScaleAction:
+    """Turn a policy decision into a ScaleAction that respects the endpoint's limits.
+
+    - Target is clamped to [min_workers, max_workers]; a hold keeps the current count
+      (clamped too, so a hold can still bring an endpoint up to its min).
+    - Scale-up starts `target - current` workers (at most `max_step` per call if given).
+    - Scale-down only stops workers that are THROTTLED (useless: no GPU) or IDLE for at
+      least the keep-alive; the longest idle go first. The last worker additionally waits
+      out `scale_to_zero_grace_s`. A busy worker is never stopped to meet a target.
+    """
+    scaling = snapshot.endpoint.scaling
+    current = snapshot.current_workers
+    desired = current if decision.is_hold else decision.desired_workers
+    assert desired is not None
+    target = max(scaling.min_workers, min(scaling.max_workers, desired))
+    reason = decision.reason
+    if target > current:
+        start = target - current
+        if max_step is not None:
+            start = min(start, max_step)
+        return ScaleAction(start=start, target=target, reason=reason)
+    if target == current:
+        return ScaleAction(target=target, reason=reason)
+
+    now_s = snapshot.now_s
+    keep_alive_s = _keep_alive_s(snapshot, decision)
+    excess = current - target
+    throttled = [w.worker_id for w in snapshot.workers if w.state is WorkerState.THROTTLED]
+    idle = sorted(
+        (w for w in snapshot.workers if w.state is WorkerState.IDLE and w.in_flight == 0),
+        key=lambda w: (-w.idle_for_s(now_s), w.worker_id),
+    )
+    stop: list[str] = throttled[:excess]
+    remaining_after = current - len(stop)
+    for w in idle:
+        if len(stop) >= excess:
+            break
+        needed_idle_s = keep_alive_s
+        if remaining_after == 1:
+            needed_idle_s += scaling.scale_to_zero_grace_s
+        if w.idle_for_s(now_s) >= needed_idle_s:
+            stop.append(w.worker_id)
+            remaining_after -= 1
+    return ScaleAction(stop=tuple(stop), target=target, reason=reason)
+
+
+def next_expiry_s(snapshot: EndpointSnapshot, decision: ScaleDecision) -> float | None:
+    """Earliest time an idle worker above min_workers reaches its keep-alive (for event-driven wakes)."""
+    scaling = snapshot.endpoint.scaling
+    if snapshot.current_workers <= scaling.min_workers:
+        return None
+    keep_alive_s = _keep_alive_s(snapshot, decision)
+    times = [
+        w.idle_since_s + keep_alive_s
+        for w in snapshot.workers
+        if w.state is WorkerState.IDLE and w.idle_since_s is not None
+    ]
+    if not times:
+        return None
+    earliest = min(times)
+    if snapshot.current_workers == 1:
+        earliest += scaling.scale_to_zero_grace_s
+    return earliest

@@ -1,0 +1,266 @@
+"""Frozen domain types: endpoint and scaling specs, worker states with billing, snapshots, decisions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+from gpuserve.core.errors import ConfigError
+
+__all__ = [
+    "COUNTED_STATES",
+    "EndpointSnapshot",
+    "EndpointSpec",
+    "PolicySpec",
+    "QueueStats",
+    "ScaleAction",
+    "ScaleDecision",
+    "ScalerType",
+    "ScalingSpec",
+    "WorkerState",
+    "WorkerView",
+    "is_billed",
+]
+
+
+class ScalerType(StrEnum):
+    """Runpod's two scaler types."""
+
+    QUEUE_DELAY = "queue_delay"
+    REQUEST_COUNT = "request_count"
+
+
+class WorkerState(StrEnum):
+    INITIALIZING = "INITIALIZING"
+    IDLE = "IDLE"
+    RUNNING = "RUNNING"
+    THROTTLED = "THROTTLED"
+    OUTDATED = "OUTDATED"
+    UNHEALTHY = "UNHEALTHY"
+
+
+# Workers that count toward the endpoint's size (and its max_workers). OUTDATED workers are
+# on their way out and are replaced; UNHEALTHY ones are being restarted by the backend.
+COUNTED_STATES: frozenset[WorkerState] = frozenset(
+    {WorkerState.INITIALIZING, WorkerState.IDLE, WorkerState.RUNNING, WorkerState.THROTTLED}
+)
+
+
+def is_billed(state: WorkerState, processing: bool, *, idle_billed: bool = False) -> bool:
+    """Runpod's billing rule per worker state.
+
+    INITIALIZING no, IDLE no, RUNNING yes, THROTTLED no, OUTDATED yes while it still
+    processes a job, UNHEALTHY no. `idle_billed=True` models the common alternative
+    (Modal, Lambda provisioned concurrency, a rented VM) where a warm idle worker costs too.
+    """
+    if state is WorkerState.RUNNING:
+        return True
+    if state is WorkerState.OUTDATED:
+        return processing
+    if state is WorkerState.IDLE:
+        return idle_billed
+    return False
+
+
+def _check_non_negative(name: str, value: float) -> None:
+    if not isinstance(value, int | float) or math.isnan(value) or value < 0:
+        raise ConfigError(name, value, "cannot be negative")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if not isinstance(value, int | float) or math.isnan(value) or value <= 0:
+        raise ConfigError(name, value, "must be positive")
+
+
+ParamValue = float | int | str | bool
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A registered policy name plus its parameters (validated by the policy itself)."""
+
+    name: str = "runpod_request_count"
+    params: Mapping[str, ParamValue] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("policy.name", self.name, "cannot be empty")
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+
+@dataclass(frozen=True)
+class ScalingSpec:
+    """Runpod's endpoint scaling settings, with Runpod's defaults."""
+
+    min_workers: int = 0
+    max_workers: int = 3
+    idle_timeout_s: float = 5.0
+    scaler: ScalerType = ScalerType.QUEUE_DELAY
+    scaler_value: float = 4.0
+    flash_boot: bool = True
+    # Knative's scale-to-zero grace: the last worker lingers this long past its idle timeout.
+    scale_to_zero_grace_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.min_workers, int) or self.min_workers < 0:
+            raise ConfigError("min_workers", self.min_workers, "must be a non-negative integer")
+        if not isinstance(self.max_workers, int) or self.max_workers < 0:
+            raise ConfigError("max_workers", self.max_workers, "must be a non-negative integer")
+        if self.max_workers < self.min_workers:
+            raise ConfigError(
+                "max_workers", self.max_workers, f"cannot be below min_workers ({self.min_workers})"
+            )
+        _check_non_negative("idle_timeout_s", self.idle_timeout_s)
+        _check_positive("scaler_value", self.scaler_value)
+        _check_non_negative("scale_to_zero_grace_s", self.scale_to_zero_grace_s)
+        if not isinstance(self.scaler, ScalerType):
+            try:
+                object.__setattr__(self, "scaler", ScalerType(self.scaler))
+            except ValueError:
+                raise ConfigError(
+                    "scaler", self.scaler, "must be 'queue_delay' or 'request_count'"
+                ) from None
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """One endpoint: what runs, on which GPUs, how it scales, and under which policy."""
+
+    endpoint_id: str
+    scaling: ScalingSpec = field(default_factory=ScalingSpec)
+    policy: PolicySpec = field(default_factory=PolicySpec)
+    gpu_type: str | None = None  # None: a CPU-only endpoint
+    gpus_per_worker: int = 1
+    concurrency_per_worker: int = 1
+    execution_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not self.endpoint_id or not isinstance(self.endpoint_id, str):
+            raise ConfigError("endpoint_id", self.endpoint_id, "must be a non-empty string")
+        if not isinstance(self.gpus_per_worker, int) or self.gpus_per_worker < 0:
+            raise ConfigError("gpus_per_worker", self.gpus_per_worker, "must be a non-negative integer")
+        if not isinstance(self.concurrency_per_worker, int) or self.concurrency_per_worker < 1:
+            raise ConfigError(
+                "concurrency_per_worker", self.concurrency_per_worker, "must be an integer >= 1"
+            )
+        _check_positive("execution_timeout_s", self.execution_timeout_s)
+
+    @property
+    def gpus_needed(self) -> int:
+        """GPUs a worker occupies: zero for CPU-only endpoints."""
+        return self.gpus_per_worker if self.gpu_type else 0
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """What the controller sees of one worker, read from a backend."""
+
+    worker_id: str
+    state: WorkerState
+    created_s: float
+    in_flight: int = 0
+    capacity: int = 1  # jobs it may run at once (concurrency_per_worker)
+    idle_since_s: float | None = None  # set while IDLE: when its last job ended (or it became ready)
+
+    def idle_for_s(self, now_s: float) -> float:
+        if self.state is not WorkerState.IDLE or self.idle_since_s is None:
+            return 0.0
+        return max(0.0, now_s - self.idle_since_s)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What the controller sees of an endpoint's queue at one instant."""
+
+    in_queue: int = 0
+    in_progress: int = 0
+    oldest_queued_age_s: float = 0.0
+    submitted_total: int = 0  # monotonic count of jobs ever submitted (arrival-rate policies)
+    last_arrival_s: float | None = None
+    in_queue_scaling: int | None = None  # in_queue minus lowPriority jobs; None = same as in_queue
+
+    @property
+    def scaling_queue(self) -> int:
+        """Queued jobs allowed to drive scale-up (Runpod: lowPriority jobs never do)."""
+        return self.in_queue if self.in_queue_scaling is None else self.in_queue_scaling
+
+
+@dataclass(frozen=True)
+class EndpointSnapshot:
+    """Everything a policy may look at, frozen at `now_s`."""
+
+    now_s: float
+    endpoint: EndpointSpec
+    workers: tuple[WorkerView, ...]
+    queue: QueueStats
+
+    @property
+    def counted(self) -> tuple[WorkerView, ...]:
+        return tuple(w for w in self.workers if w.state in COUNTED_STATES)
+
+    @property
+    def current_workers(self) -> int:
+        return sum(1 for w in self.workers if w.state in COUNTED_STATES)
+
+    @property
+    def ready_workers(self) -> int:
+        return sum(1 for w in self.workers if w.state in (WorkerState.IDLE, WorkerState.RUNNING))
+
+    @property
+    def free_slots(self) -> int:
+        """Job slots on ready or starting workers not yet taken (a starting worker will take jobs)."""
+        return sum(
+            max(0, w.capacity - w.in_flight)
+            for w in self.workers
+            if w.state in (WorkerState.IDLE, WorkerState.RUNNING, WorkerState.INITIALIZING)
+        )
+
+    @property
+    def demand(self) -> int:
+        """Requests in the system that may drive scale-up: queued (not lowPriority) + running."""
+        return self.queue.scaling_queue + self.queue.in_progress
+
+
+@dataclass(frozen=True)
+class ScaleDecision:
+    """A policy's answer: the worker count it wants, or an explicit hold when it has no data.
+
+    `keep_alive_s` lets a policy that manages keep-alive itself (fixed keep-alive,
+    hybrid histogram) replace the endpoint's idle timeout for this decision.
+    `wake_at_s` asks to be consulted again at that time even if nothing happens, so an
+    event-driven controller need not tick every second to catch a pre-warm or expiry.
+    """
+
+    desired_workers: int | None
+    reason: str
+    keep_alive_s: float | None = None
+    wake_at_s: float | None = None
+
+    @classmethod
+    def hold(cls, reason: str, wake_at_s: float | None = None) -> ScaleDecision:
+        return cls(desired_workers=None, reason=reason, wake_at_s=wake_at_s)
+
+    @property
+    def is_hold(self) -> bool:
+        return self.desired_workers is None
+
+    def __post_init__(self) -> None:
+        if self.desired_workers is not None and self.desired_workers < 0:
+            raise ConfigError("desired_workers", self.desired_workers, "cannot be negative")
+
+
+@dataclass(frozen=True)
+class ScaleAction:
+    """What the backend must do: start `start` new workers, stop the listed ones."""
+
+    start: int = 0
+    stop: tuple[str, ...] = ()
+    target: int = 0
+    reason: str = ""
+
+    @property
+    def is_noop(self) -> bool:
+        return self.start == 0 and not self.stop

@@ -1,0 +1,109 @@
+"""The policy contract and the registry that lets scenario files name policies.
+
+A policy is pure: `decide(snapshot, params, state) -> (ScaleDecision, new_state)`, with
+frozen params (validated once from the scenario's dict) and a frozen state. It never reads
+a clock, sleeps or does I/O; time arrives as `snapshot.now_s`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from gpuserve.core.errors import ConfigError
+from gpuserve.core.types import EndpointSnapshot, EndpointSpec, ScaleDecision
+
+__all__ = ["Policy", "PolicyInstance", "available", "build_params", "get", "register"]
+
+P = TypeVar("P")
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Policy(Generic[P, S]):
+    """A registered policy: its params type, initial state and pure decide function.
+
+    `tick_interval_s` is how often the controller must consult it with no events (Knative
+    ticks every 2 s); None means it is event-driven (consulted on arrivals and at the
+    `wake_at_s` it asks for), which lets the simulator skip idle stretches entirely.
+    """
+
+    name: str
+    params_type: type[P]
+    initial_state: Callable[[P, EndpointSpec], S]
+    decide: Callable[[EndpointSnapshot, P, S], tuple[ScaleDecision, S]]
+    tick_interval_s: Callable[[P], float | None]
+    doc: str = ""
+
+
+@dataclass
+class PolicyInstance:
+    """A policy bound to one endpoint's params, carrying its evolving state."""
+
+    policy: Policy[Any, Any]
+    params: Any
+    state: Any
+
+    @property
+    def tick_interval_s(self) -> float | None:
+        return self.policy.tick_interval_s(self.params)
+
+    def decide(self, snapshot: EndpointSnapshot) -> ScaleDecision:
+        decision, self.state = self.policy.decide(snapshot, self.params, self.state)
+        return decision
+
+
+_REGISTRY: dict[str, Policy[Any, Any]] = {}
+
+
+def register(policy: Policy[P, S]) -> Policy[P, S]:
+    if policy.name in _REGISTRY:
+        raise ValueError(f"policy {policy.name!r} is registered twice")
+    _REGISTRY[policy.name] = policy
+    return policy
+
+
+def available() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def build_params(params_type: type[P], raw: Mapping[str, Any], prefix: str = "policy.params") -> P:
+    """Build a frozen params dataclass from a dict, naming any unknown or invalid field."""
+    fields = {f.name: f for f in dataclasses.fields(params_type)}  # type: ignore[arg-type]
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"{prefix}.{key}", raw[key], f"is not a parameter (known: {', '.join(sorted(fields))})")
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        default = fields[key].default
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{prefix}.{key}", value, "must be true or false")
+        elif isinstance(default, int | float) and not isinstance(value, bool):
+            if not isinstance(value, int | float):
+                raise ConfigError(f"{prefix}.{key}", value, "must be a number")
+            if isinstance(default, float):
+                value = float(value)
+        kwargs[key] = value
+    try:
+        return params_type(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix}.{exc.field}", exc.value, exc.problem) from None
+
+
+def get(name: str, raw_params: Mapping[str, Any], endpoint: EndpointSpec) -> PolicyInstance:
+    """Look up a policy by name and bind it to an endpoint; unknown names list the known ones."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ConfigError("policy.name", name, f"is not a known policy (known: {', '.join(sorted(_REGISTRY))})")
+    policy = _REGISTRY[name]
+    params = build_params(policy.params_type, raw_params)
+    return PolicyInstance(policy=policy, params=params, state=policy.initial_state(params, endpoint))
+
+
+def _load_builtin() -> None:
+    # Importing the package registers every built-in policy module exactly once.
+    import gpuserve.policies  # noqa: F401
