@@ -17,6 +17,11 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+@app.callback()
+def _root() -> None:
+    """gpuserve: serverless GPU workers, simulated or live."""
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error (never a traceback) and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}")
