@@ -1,0 +1,1 @@
+"""The live control plane: Runpod-compatible client API, worker API, and the live worker registry."""
