@@ -1,4 +1,89 @@
 #!/usr/bin/env bash
-# Installs and starts a Docker engine when missing, then builds gpuserve's local base image.
-# (Filled in by the Docker backend work; until then it only reports.)
-echo "docker-setup: not yet implemented"
+# Installs and starts a Docker engine when missing, then builds gpuserve's local images.
+#
+# Idempotent: every step checks first and is skipped when already done.
+#   1. apt-get install docker.io debootstrap (as root, only when missing)
+#   2. start `dockerd --bridge=none --iptables=false` in the background when `docker info` fails
+#      (no bridge, no iptables: the engine creates no private-range network; containers use host networking)
+#   3. gpuserve/base:bookworm   debootstrap minbase + python3 -> `docker import` (no registry is reachable)
+#   4. gpuserve/worker:latest   FROM the base, gpuserve's worker SDK + httpx installed offline from wheels
+#                               made on this host; rebuilt only when gpuserve's sources change
+# Environment: DOCKER_WAIT_S (default 60), DOCKERD_LOG (default /tmp/gpuserve-dockerd.log), PYTHON (host python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BASE_IMAGE=gpuserve/base:bookworm
+WORKER_IMAGE=gpuserve/worker:latest
+DOCKER_WAIT_S=${DOCKER_WAIT_S:-60}
+DOCKERD_LOG=${DOCKERD_LOG:-/tmp/gpuserve-dockerd.log}
+PYTHON=${PYTHON:-$(command -v python3)}
+
+log() { echo "docker-setup: $*"; }
+die() { echo "docker-setup: ERROR: $*" >&2; exit 1; }
+
+# 1. packages
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+if ((${#missing[@]})); then
+    [[ $(id -u) -eq 0 ]] || die "missing ${missing[*]}; run as root (or install them) first"
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+export PATH=$PATH:/usr/sbin:/sbin
+
+# 2. engine
+if ! docker info >/dev/null 2>&1; then
+    [[ $(id -u) -eq 0 ]] || die "no Docker engine answers and starting dockerd needs root"
+    log "starting dockerd (log: $DOCKERD_LOG)"
+    nohup dockerd --bridge=none --iptables=false --ip6tables=false >"$DOCKERD_LOG" 2>&1 &
+    deadline=$((SECONDS + DOCKER_WAIT_S))
+    until docker info >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            tail -n 20 "$DOCKERD_LOG" >&2 || true
+            die "dockerd did not answer \`docker info\` within ${DOCKER_WAIT_S}s (log: $DOCKERD_LOG)"
+        fi
+        sleep 0.5
+    done
+fi
+log "engine up: $(docker version --format '{{.Server.Version}}')"
+
+# 3. base image
+if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    log "$BASE_IMAGE present, reused"
+else
+    rootfs=$(mktemp -d /tmp/gpuserve-rootfs.XXXXXX)
+    trap 'rm -rf "$rootfs"' EXIT
+    log "building $BASE_IMAGE with debootstrap (about a minute)"
+    debootstrap --variant=minbase --include=python3,python3-pip,python3-venv bookworm "$rootfs" \
+        >/tmp/gpuserve-debootstrap.log 2>&1 || { tail -n 20 /tmp/gpuserve-debootstrap.log >&2; die "debootstrap failed"; }
+    # Drop apt caches so the image stays small.
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$BASE_IMAGE" >/dev/null
+    rm -rf "$rootfs"
+    trap - EXIT
+    log "$BASE_IMAGE built"
+fi
+
+# 4. worker image: rebuilt when gpuserve's sources (or this recipe) change.
+src_hash=$(cat pyproject.toml docker/worker/Dockerfile $(find gpuserve -name '*.py' | LC_ALL=C sort) | sha256sum | cut -c1-16)
+have_hash=$(docker image inspect -f '{{index .Config.Labels "gpuserve.source_hash"}}' "$WORKER_IMAGE" 2>/dev/null || true)
+if [[ "$have_hash" == "$src_hash" ]]; then
+    log "$WORKER_IMAGE up to date ($src_hash), reused"
+else
+    ctx=$(mktemp -d /tmp/gpuserve-worker-ctx.XXXXXX)
+    trap 'rm -rf "$ctx"' EXIT
+    log "building $WORKER_IMAGE (sources $src_hash)"
+    mkdir -p "$ctx/wheels"
+    "$PYTHON" -m pip wheel -q --no-deps -w "$ctx/wheels" . >/dev/null
+    "$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp \
+        --platform manylinux2014_x86_64 -d "$ctx/wheels" httpx >/dev/null
+    cp docker/worker/Dockerfile "$ctx/Dockerfile"
+    DOCKER_BUILDKIT=0 docker build -q --label "gpuserve.source_hash=$src_hash" -t "$WORKER_IMAGE" "$ctx" >/dev/null
+    rm -rf "$ctx"
+    trap - EXIT
+    log "$WORKER_IMAGE built"
+fi
+log "ready"
