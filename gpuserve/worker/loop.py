@@ -1,0 +1,372 @@
+"""The worker's main loop: take jobs, run them concurrently, post results, obey stop signals and SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from gpuserve.worker.coldstart import SDK_IMPORT_WALL_S, ColdStart, process_start_wall_s
+from gpuserve.worker.env import WorkerEnv
+from gpuserve.worker.heartbeat import Heartbeat
+from gpuserve.worker.runner import Job, JobOutcome, run_job
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("gpuserve.worker")
+
+USER_AGENT = "gpuserve-worker/0.1.0"
+TAKE_TIMEOUT_S = 90.0  # the server answers a long poll well inside this (protocol §1.3)
+RATE_LIMITED_SLEEP_S = 5.0
+ERROR_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)  # after failed takes: short, growing, capped
+POST_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)  # job-done and stream posts on 5xx or no connection
+# A server that answers "no job" at once (no long poll) would make the loop spin; after a
+# fast empty answer wait a little, growing to this cap.
+FAST_EMPTY_S = 0.05
+FAST_EMPTY_CAP_S = 0.5
+
+
+class _PlatformSink:
+    """Stream chunks and progress go to the platform's job-stream and job-done routes."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def stream(self, job: Job, body: dict[str, Any]) -> None:
+        await self.worker.post(self.worker.env.stream_url_for(str(job["id"])), body, what="stream chunk")
+
+    async def progress(self, job: Job, data: Any) -> None:
+        body = {"status": "IN_PROGRESS", "output": data}
+        await self.worker.post(self.worker.env.done_url_for(str(job["id"]), False), body, what="progress")
+
+
+class Worker:
+    """One worker process's job loop, speaking Runpod's worker protocol (§1) over httpx."""
+
+    def __init__(self, config: dict[str, Any], env: WorkerEnv) -> None:
+        self.config = config
+        self.env = env
+        self.handler: Callable[[Job], Any] = config["handler"]
+        self.modifier: Callable[[int], int] = config.get("concurrency_modifier") or (lambda c: c)
+        self.aggregate = bool(config.get("return_aggregate_stream", False))
+        self.refresh = bool(config.get("refresh_worker", False))
+        self.concurrency = 1
+        self.in_flight: dict[str, asyncio.Task[None]] = {}  # job id -> its whole processing task
+        self._handler_tasks: dict[str, asyncio.Task[JobOutcome]] = {}  # job id -> the handler part
+        self._ids: tuple[str, ...] = ()  # atomically replaced copy for the heartbeat thread
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.stop_reason = ""
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="handler")
+        self.client: httpx.AsyncClient | None = None
+        self.cold_start = ColdStart(
+            worker_id=env.worker_id,
+            spawn_wall_s=env.spawn_wall_s,
+            process_start_wall_s=process_start_wall_s(),
+            sdk_import_wall_s=SDK_IMPORT_WALL_S,
+            start_called_wall_s=time.time(),
+        )
+        self.jobs_done = 0
+        self.takes = {"single": 0, "batch": 0}
+
+    # -- state ----------------------------------------------------------------------------
+
+    def in_flight_ids(self) -> tuple[str, ...]:
+        return self._ids
+
+    def _track(self) -> None:
+        self._ids = tuple(self.in_flight)
+        self._slot_free.set()
+
+    def request_stop(self, reason: str) -> None:
+        """Stop taking jobs; in-flight jobs finish (bounded by drain_timeout_s), then the loop exits."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping: %s", self.env.worker_id, reason)
+            self.stop_reason = reason
+            self._stopping.set()
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def post(self, url: str, body: dict[str, Any], what: str) -> bool:
+        """POST a JSON body, retrying 5xx and connection errors (job-done is idempotent)."""
+        assert self.client is not None
+        data = json.dumps(body, ensure_ascii=False).encode()
+        for attempt, delay in enumerate((*POST_RETRY_DELAYS_S, None)):
+            try:
+                response = await self.client.post(url, content=data, headers={"Content-Type": "application/json"})
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 400:
+                    return True
+                if response.status_code < 500:
+                    log.error("%s rejected (%s): %s", what, response.status_code, response.text[:500])
+                    return False
+                problem = f"HTTP {response.status_code}"
+            if delay is None:
+                break
+            log.warning("%s failed (%s), retry %d in %.1f s", what, problem, attempt + 1, delay)
+            await asyncio.sleep(delay)
+        log.error("%s lost after %d attempts", what, len(POST_RETRY_DELAYS_S) + 1)
+        return False
+
+    # -- taking jobs ----------------------------------------------------------------------
+
+    def _next_concurrency(self) -> int:
+        try:
+            value = int(self.modifier(self.concurrency))
+        except Exception as exc:
+            log.error("concurrency_modifier failed, keeping %d: %s", self.concurrency, exc)
+            return self.concurrency
+        return max(1, value)
+
+    async def _take(self, free: int) -> list[Job] | None:
+        """One job-take (or job-take-batch) request. None: an error, the caller backs off."""
+        assert self.client is not None
+        url = self.env.take_url_for(free, in_progress=bool(self.in_flight))
+        self.takes["batch" if free > 1 else "single"] += 1
+        if self.cold_start.first_take_wall_s is None:
+            self._note_first_take()
+        response = await self.client.get(url, timeout=httpx.Timeout(30.0, read=TAKE_TIMEOUT_S))
+        status = response.status_code
+        if status in (204, 400) or not response.content:
+            return []
+        if status == 429:
+            log.warning("job-take rate limited; waiting %.0f s", RATE_LIMITED_SLEEP_S)
+            await asyncio.sleep(RATE_LIMITED_SLEEP_S)
+            return []
+        if status >= 300:
+            log.error("job-take failed: HTTP %s %s", status, response.text[:200])
+            return None
+        try:
+            payload = response.json()
+        except ValueError:
+            log.warning("job-take answered non-JSON; treating as no job")
+            return []
+        jobs = [payload] if isinstance(payload, dict) else payload if isinstance(payload, list) else []
+        valid = []
+        for job in jobs:
+            if isinstance(job, dict) and "id" in job:
+                valid.append(job)
+            else:
+                log.error("dropping a job with no 'id': %r", job)
+        return valid
+
+    def _note_first_take(self) -> None:
+        self.cold_start.first_take_wall_s = time.time()
+        d = self.cold_start.durations()
+        log.info(
+            "worker %s ready: first job-take %.3f s after start() (process start -> first take %s s, "
+            "spawn -> first take %s s)",
+            self.env.worker_id,
+            d["start_to_first_take_s"] or 0.0,
+            d["process_to_first_take_s"],
+            d["spawn_to_first_take_s"],
+        )
+        if self.env.cold_start_file:
+            try:
+                self.cold_start.write(self.env.cold_start_file)
+            except OSError as exc:
+                log.warning("could not write %s: %s", self.env.cold_start_file, exc)
+
+    async def take_loop(self) -> None:
+        errors = 0
+        fast_empties = 0
+        while not self._stopping.is_set():
+            self.concurrency = self._next_concurrency()
+            free = self.concurrency - len(self.in_flight)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            asked_s = time.monotonic()
+            try:
+                jobs = await self._take(free)
+            except httpx.HTTPError as exc:
+                log.warning("job-take failed: %s: %s", type(exc).__name__, exc)
+                jobs = None
+            if jobs is None:
+                await asyncio.sleep(ERROR_BACKOFF_S[min(errors, len(ERROR_BACKOFF_S) - 1)])
+                errors += 1
+                continue
+            errors = 0
+            if not jobs:
+                if time.monotonic() - asked_s < FAST_EMPTY_S:
+                    fast_empties += 1
+                    await asyncio.sleep(min(FAST_EMPTY_CAP_S, 0.005 * 2**fast_empties))
+                else:
+                    fast_empties = 0
+                continue
+            fast_empties = 0
+            for job in jobs:
+                self._start_job(job)
+
+    def _start_job(self, job: Job) -> None:
+        job_id = str(job["id"])
+        if job_id in self.in_flight:
+            log.warning("job %s handed out twice; already running", job_id)
+            return
+        self.in_flight[job_id] = asyncio.get_running_loop().create_task(self._process(job), name=f"job-{job_id}")
+        self._track()
+
+    async def _process(self, job: Job) -> None:
+        job_id = str(job["id"])
+        started = time.monotonic()
+        handler_task = asyncio.get_running_loop().create_task(
+            run_job(
+                self.handler,
+                job,
+                _PlatformSink(self),
+                aggregate_stream=self.aggregate,
+                refresh_worker=self.refresh,
+                executor=self.executor,
+                worker_id=self.env.worker_id,
+            )
+        )
+        self._handler_tasks[job_id] = handler_task
+        try:
+            try:
+                outcome = await handler_task
+            except asyncio.CancelledError:
+                if handler_task.cancelled():
+                    # A stop signal: the server already set CANCELLED or TIMED_OUT; post nothing.
+                    log.info("job %s stopped by the server", job_id)
+                    return
+                raise
+            finally:
+                self._handler_tasks.pop(job_id, None)
+            await self.post(self.env.done_url_for(job_id, outcome.is_stream), outcome.body, what=f"result of {job_id}")
+            self.jobs_done += 1
+            log.info(
+                "job %s %s in %.3f s",
+                job_id,
+                "failed" if outcome.failed else "done",
+                time.monotonic() - started,
+            )
+            if outcome.stop_pod:
+                self.request_stop("refresh_worker: the platform starts a fresh worker")
+        finally:
+            self.in_flight.pop(job_id, None)
+            self._track()
+
+    # -- stop channel -----------------------------------------------------------------------
+
+    async def stop_loop(self) -> None:
+        url = self.env.stop_url
+        if url is None:
+            log.warning("the take URL has no /job-take/; per-job stop signals are disabled")
+            return
+        assert self.client is not None
+        fast_empties = 0
+        while not self._stopping.is_set():
+            asked_s = time.monotonic()
+            try:
+                response = await self.client.get(url, timeout=httpx.Timeout(30.0, read=TAKE_TIMEOUT_S))
+            except httpx.HTTPError as exc:
+                log.warning("job-stop poll failed: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(1.0)
+                continue
+            status = response.status_code
+            if status == 204:
+                if time.monotonic() - asked_s < FAST_EMPTY_S:
+                    fast_empties += 1
+                    await asyncio.sleep(min(FAST_EMPTY_CAP_S * 2, 0.005 * 2**fast_empties))
+                else:
+                    fast_empties = 0
+                continue
+            fast_empties = 0
+            if status == 429:
+                await asyncio.sleep(RATE_LIMITED_SLEEP_S)
+                continue
+            if status == 404:
+                log.warning("the server has no job-stop route; checking again in 30 s")
+                await asyncio.sleep(30.0)
+                continue
+            if status >= 300:
+                log.warning("job-stop poll answered %s", status)
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                ids = response.json().get("jobsToStop", [])
+            except (ValueError, AttributeError):
+                ids = []
+            if not ids:
+                await asyncio.sleep(1.0)
+                continue
+            for job_id in ids:
+                self.cancel_job(str(job_id))
+
+    def cancel_job(self, job_id: str) -> bool:
+        task = self._handler_tasks.get(job_id)
+        if task is None or task.done():
+            return False
+        log.info("stop signal for job %s: cancelling its handler", job_id)
+        task.cancel()
+        return True
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop, sig.name)
+            except (NotImplementedError, RuntimeError, ValueError):
+                log.debug("cannot handle %s outside the main thread", sig.name)
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT or a refresh; returns the process exit code (0)."""
+        self._install_signals()
+        headers = {"Authorization": self.env.api_key, "User-Agent": USER_AGENT}
+        heartbeat = None
+        if self.env.ping_url:
+            heartbeat = Heartbeat(self.env.ping_url, self.env.api_key, self.env.ping_interval_s, self.in_flight_ids, USER_AGENT)
+            heartbeat.start()
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        async with httpx.AsyncClient(headers=headers, timeout=30.0, limits=limits) as client:
+            self.client = client
+            log.info("worker %s polling %s", self.env.worker_id, self.env.take_url)
+            take = asyncio.create_task(self.take_loop(), name="take-loop")
+            stop = asyncio.create_task(self.stop_loop(), name="stop-loop")
+            await self._stopping.wait()
+            # Stop asking for work at once; a take answered in the meantime would be lost here,
+            # and the server requeues jobs of a worker that stops pinging.
+            take.cancel()
+            pending = list(self.in_flight.values())
+            if pending:
+                log.info("waiting up to %.0f s for %d in-flight job(s)", self.env.drain_timeout_s, len(pending))
+                _, late = await asyncio.wait(pending, timeout=self.env.drain_timeout_s)
+                for task in late:
+                    task.cancel()
+            stop.cancel()
+            await asyncio.gather(take, stop, return_exceptions=True)
+        if heartbeat is not None:
+            heartbeat.stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        log.info("worker %s exits after %d job(s) (%s)", self.env.worker_id, self.jobs_done, self.stop_reason)
+        return 0
+
+
+def run_worker(config: dict[str, Any], env: WorkerEnv) -> int:
+    """Run the loop to its end; returns the exit code."""
+    os.environ.setdefault("GPUSERVE_WORKER_ID", env.worker_id)
+    return asyncio.run(Worker(config, env).run())
+
+
+def exit_now_if_stuck(code: int) -> None:
+    """A sync handler thread that outlived the drain would block interpreter exit: leave anyway."""
+    if any(t.name.startswith("handler") and t.is_alive() for t in threading.enumerate()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
