@@ -1,0 +1,253 @@
+"""The Runpod client API under /v2/{endpoint_id}/: run, runsync, status, stream, cancel, retry, purge-queue, health."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from gpuserve.core.errors import IllegalTransitionError, NotFoundError
+from gpuserve.core.jobs import JobStatus
+from gpuserve.server.http import (
+    ApiError,
+    client_auth,
+    endpoint_or_404,
+    json_response,
+    parse_json,
+    read_body,
+    runtime_of,
+)
+from gpuserve.server.runtime import Endpoint, Runtime
+from gpuserve.store.base import Job
+
+__all__ = ["JobRequest", "parse_job_request", "router"]
+
+router = APIRouter(prefix="/v2/{endpoint_id}", tags=["client"])
+
+# Runpod's policy ranges, in ms: executionTimeout 5 s..7 d, ttl 10 s..7 d.
+_WEEK_MS = 7 * 24 * 3600 * 1000
+_POLICY_RANGES_MS = {"executionTimeout": (5_000, _WEEK_MS), "ttl": (10_000, _WEEK_MS)}
+_WAIT_MS = (1_000, 300_000)
+_DEFAULT_WAIT_MS = 90_000
+
+
+class StatusBody(BaseModel):
+    id: str
+    status: str = Field(description="IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED or TIMED_OUT")
+    delayTime: int | None = Field(None, description="ms from submission to the start of the last attempt")
+    executionTime: int | None = Field(None, description="ms the last attempt ran")
+    workerId: str | None = None
+    output: Any = None
+    error: str | None = Field(None, description="set when FAILED or TIMED_OUT")
+
+
+class StreamBody(BaseModel):
+    id: str
+    status: str
+    stream: list[dict[str, Any]] = Field(description='chunks not handed out before, each {"output": chunk}')
+
+
+class PurgeBody(BaseModel):
+    removed: int
+    status: str = "completed"
+
+
+class HealthBody(BaseModel):
+    jobs: dict[str, int]
+    workers: dict[str, int]
+
+
+_JOB_REQUEST_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["input"],
+                    "properties": {
+                        "input": {"type": "object", "description": "handed to the handler as job['input']"},
+                        "webhook": {"type": "string", "description": "POSTed the /status body on a terminal state"},
+                        "policy": {
+                            "type": "object",
+                            "properties": {
+                                "executionTimeout": {"type": "integer", "minimum": 5000, "maximum": _WEEK_MS},
+                                "ttl": {"type": "integer", "minimum": 10000, "maximum": _WEEK_MS},
+                                "lowPriority": {"type": "boolean"},
+                            },
+                        },
+                        "s3Config": {"type": "object", "description": "passed through to the worker"},
+                    },
+                    "additionalProperties": True,
+                },
+                "example": {"input": {"prompt": "hello"}, "policy": {"executionTimeout": 60000}},
+            }
+        },
+    }
+}
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    payload: dict[str, Any]
+    low_priority: bool
+    execution_timeout_s: float
+    ttl_s: float
+
+
+def parse_job_request(data: Any, ep: Endpoint, default_ttl_s: float) -> JobRequest:
+    """Validate a /run or /runsync body; an error names the field and its value (422)."""
+    if not isinstance(data, dict):
+        raise ApiError(400, f"body must be a JSON object with an `input` key, was {type(data).__name__}")
+    if "input" not in data:
+        raise ApiError(422, "input is required (body must be {\"input\": {...}})")
+    if not isinstance(data["input"], dict):
+        raise ApiError(422, f"input must be a JSON object, was {data['input']!r:.100}")
+    payload = dict(data)
+    payload.pop("id", None)  # the server names jobs; a client id would shadow it in the worker's dict
+    webhook = payload.get("webhook")
+    if webhook is not None and not (isinstance(webhook, str) and webhook.startswith(("http://", "https://"))):
+        raise ApiError(422, f"webhook must be an http(s) URL, was {webhook!r:.100}")
+    policy = payload.get("policy")
+    execution_timeout_s = ep.deployment.spec.execution_timeout_s
+    ttl_s = default_ttl_s
+    low_priority = False
+    if policy is not None:
+        if not isinstance(policy, dict):
+            raise ApiError(422, f"policy must be a JSON object, was {policy!r:.100}")
+        for key, value in policy.items():
+            if key in _POLICY_RANGES_MS:
+                lo, hi = _POLICY_RANGES_MS[key]
+                if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+                    raise ApiError(422, f"policy.{key} must be a number of ms in [{lo}, {hi}], was {value!r}")
+            elif key == "lowPriority":
+                if not isinstance(value, bool):
+                    raise ApiError(422, f"policy.lowPriority must be true or false, was {value!r}")
+            else:
+                raise ApiError(422, f"policy.{key} is not a known policy field (executionTimeout, ttl, lowPriority), was {value!r}")
+        if "executionTimeout" in policy:
+            execution_timeout_s = policy["executionTimeout"] / 1000.0
+        if "ttl" in policy:
+            ttl_s = policy["ttl"] / 1000.0
+        low_priority = bool(policy.get("lowPriority", False))
+    return JobRequest(payload=payload, low_priority=low_priority, execution_timeout_s=execution_timeout_s, ttl_s=ttl_s)
+
+
+async def _submit(request: Request, endpoint_id: str, *, sync: bool) -> tuple[Runtime, Job]:
+    rt = runtime_of(request)
+    ep = endpoint_or_404(rt, endpoint_id)
+    client_auth(rt, ep, request)
+    limit = rt.settings.max_runsync_bytes if sync else rt.settings.max_run_bytes
+    raw = await read_body(request, limit, "runsync" if sync else "run")
+    req = parse_job_request(parse_json(raw), ep, rt.settings.default_ttl_s)
+    retention_s = rt.settings.runsync_retention_s if sync else rt.settings.run_retention_s
+    job = rt.submit(
+        endpoint_id,
+        req.payload,
+        low_priority=req.low_priority,
+        execution_timeout_s=req.execution_timeout_s,
+        ttl_s=req.ttl_s,
+        retention_s=retention_s,
+    )
+    return rt, job
+
+
+def _job_or_404(rt: Runtime, endpoint_id: str, job_id: str) -> Job:
+    job = rt.store.get(job_id)
+    if job is None or job.endpoint_id != endpoint_id:
+        raise ApiError(404, f"job {job_id!r} does not exist on endpoint {endpoint_id!r} (or its result expired)")
+    return job
+
+
+def _authorized(request: Request, endpoint_id: str) -> Runtime:
+    rt = runtime_of(request)
+    client_auth(rt, endpoint_or_404(rt, endpoint_id), request)
+    return rt
+
+
+@router.post("/run", openapi_extra=_JOB_REQUEST_SCHEMA, summary="Queue a job; answers at once with its id")
+async def run(request: Request, endpoint_id: str) -> Response:
+    _, job = await _submit(request, endpoint_id, sync=False)
+    return json_response({"id": job.id, "status": "IN_QUEUE"})
+
+
+@router.post(
+    "/runsync",
+    openapi_extra=_JOB_REQUEST_SCHEMA,
+    response_model=StatusBody,
+    summary="Queue a job and wait up to ?wait ms for its result; always returns the id",
+)
+async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -> Response:
+    if wait is not None and not _WAIT_MS[0] <= wait <= _WAIT_MS[1]:
+        raise ApiError(422, f"wait must be in [{_WAIT_MS[0]}, {_WAIT_MS[1]}] ms, was {wait}")
+    rt, job = await _submit(request, endpoint_id, sync=True)
+    await rt.wait_done(job.id, (wait or _DEFAULT_WAIT_MS) / 1000.0)
+    current = rt.store.get(job.id)
+    if current is None:
+        raise ApiError(404, f"job {job.id!r} was deleted before it ended (ttl expired or queue purged)")
+    if current.status.is_terminal:
+        return json_response(current.status_body())
+    return json_response({"id": current.id, "status": current.status.value})
+
+
+@router.api_route("/status/{job_id}", methods=["GET", "POST"], response_model=StatusBody, summary="A job's status")
+async def status(request: Request, endpoint_id: str, job_id: str) -> Response:
+    rt = _authorized(request, endpoint_id)
+    return json_response(_job_or_404(rt, endpoint_id, job_id).status_body())
+
+
+@router.api_route(
+    "/stream/{job_id}",
+    methods=["GET", "POST"],
+    response_model=StreamBody,
+    summary="Stream chunks produced since the last call (each chunk is returned once)",
+)
+async def stream(request: Request, endpoint_id: str, job_id: str) -> Response:
+    rt = _authorized(request, endpoint_id)
+    job = _job_or_404(rt, endpoint_id, job_id)
+    status_value = job.status.value  # read before the chunks: a final status never precedes its last chunk
+    chunks = rt.store.read_chunks(job_id)
+    body: dict[str, Any] = {"id": job.id, "status": status_value, "stream": [{"output": c} for c in chunks]}
+    if job.error is not None and job.status.is_terminal:
+        body["error"] = job.error
+    return json_response(body)
+
+
+@router.api_route("/cancel/{job_id}", methods=["POST", "GET"], summary="Cancel a queued or running job")
+async def cancel(request: Request, endpoint_id: str, job_id: str) -> Response:
+    rt = _authorized(request, endpoint_id)
+    _job_or_404(rt, endpoint_id, job_id)
+    job = rt.cancel(job_id)
+    if job is None:
+        raise ApiError(404, f"job {job_id!r} does not exist on endpoint {endpoint_id!r} (or its result expired)")
+    return json_response({"id": job.id, "status": job.status.value})
+
+
+@router.post("/retry/{job_id}", summary="Requeue a FAILED or TIMED_OUT job under the same id")
+async def retry(request: Request, endpoint_id: str, job_id: str) -> Response:
+    rt = _authorized(request, endpoint_id)
+    job = _job_or_404(rt, endpoint_id, job_id)
+    try:
+        job = rt.retry(job_id)
+    except IllegalTransitionError:
+        raise ApiError(
+            409, f"job {job_id!r} is {job.status.value}; only FAILED or TIMED_OUT jobs can be retried"
+        ) from None
+    except NotFoundError as exc:
+        raise ApiError(404, str(exc)) from None
+    return json_response({"id": job.id, "status": JobStatus.IN_QUEUE.value})
+
+
+@router.post("/purge-queue", response_model=PurgeBody, summary="Delete every queued job of the endpoint")
+async def purge_queue(request: Request, endpoint_id: str) -> Response:
+    rt = _authorized(request, endpoint_id)
+    return json_response({"removed": rt.store.purge(endpoint_id), "status": "completed"})
+
+
+@router.get("/health", response_model=HealthBody, summary="Job counts and worker states")
+async def health(request: Request, endpoint_id: str) -> Response:
+    rt = _authorized(request, endpoint_id)
+    return json_response(rt.health(endpoint_id))

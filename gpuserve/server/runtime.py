@@ -1,0 +1,404 @@
+"""The server's live core: store + worker registry + controller, with the waits (long polls, runsync) on asyncio.
+
+Everything here runs on the server's event loop. Long-polling job-takes park on futures
+that a submit wakes at once (no sleeping poll loop), /runsync parks on a future the
+job's end resolves, and one background task applies deadlines, checks heartbeats and
+runs the core Controller over the live backend with a wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from gpuserve.backends.base import Deployment, LiveBackend
+from gpuserve.controller import Controller
+from gpuserve.core.clock import Clock
+from gpuserve.core.jobs import JobStatus
+from gpuserve.core.types import WorkerState, WorkerView
+from gpuserve.server.settings import ServerSettings
+from gpuserve.server.workers import LiveWorker, WorkerRegistry
+from gpuserve.store.base import Job, JobStore, SweepKind
+from gpuserve.wallclock import WallClock
+
+__all__ = ["Endpoint", "Runtime"]
+
+log = logging.getLogger("gpuserve.server")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An endpoint as the server serves it: its deployment and the digests of its client keys."""
+
+    deployment: Deployment
+    key_hashes: frozenset[str] = frozenset()
+
+    @property
+    def endpoint_id(self) -> str:
+        return self.deployment.endpoint_id
+
+
+def _set_none(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Runtime:
+    """Owns the waits and the background loop; the HTTP routes are thin wrappers over it."""
+
+    def __init__(
+        self,
+        endpoints: Iterable[Endpoint],
+        store: JobStore,
+        registry: WorkerRegistry,
+        backend: LiveBackend | None = None,
+        clock: Clock | None = None,
+        settings: ServerSettings | None = None,
+        global_key_hashes: frozenset[str] = frozenset(),
+    ) -> None:
+        self.endpoints = {e.endpoint_id: e for e in endpoints}
+        self.store = store
+        self.registry = registry
+        self.backend = backend
+        self.clock = clock or WallClock()
+        self.settings = settings or ServerSettings()
+        self.global_key_hashes = global_key_hashes
+        self.controller: Controller | None = None
+        if backend is not None:
+            self.controller = Controller(
+                [e.deployment.spec for e in self.endpoints.values()], backend, store, self.clock
+            )
+        self._takers: dict[str, deque[asyncio.Future[None]]] = {eid: deque() for eid in self.endpoints}
+        self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._stops: dict[str, list[str]] = {}
+        self._stop_waiters: dict[str, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._next_tick_s = 0.0
+        self._next_poll_s = 0.0
+        self.webhook_log: list[tuple[str, int | str]] = []  # (job id, HTTP status or error), newest last
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._http = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s)
+        if self.backend is not None:
+            for ep in self.endpoints.values():
+                self.backend.configure(ep.deployment)
+        self._loop_task = asyncio.create_task(self._background(), name="gpuserve-maintenance")
+        # Jobs recovered from a previous life need a worker now, not at the next tick.
+        for eid in self.endpoints:
+            if self.store.stats(eid, self.clock.now_s()).in_queue:
+                self._arrival(eid, low_priority=False)
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        for task in list(self._tasks):
+            task.cancel()
+        for q in self._takers.values():
+            for fut in q:
+                _set_none(fut)
+        for fut in self._stop_waiters.values():
+            _set_none(fut)
+        if self.backend is not None:
+            await asyncio.to_thread(self.backend.shutdown)
+        if self._http is not None:
+            await self._http.aclose()
+
+    # -- client side -------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        endpoint_id: str,
+        payload: dict[str, Any],
+        *,
+        low_priority: bool,
+        execution_timeout_s: float,
+        ttl_s: float,
+        retention_s: float,
+    ) -> Job:
+        job = self.store.submit(
+            endpoint_id,
+            payload,
+            now_s=self.clock.now_s(),
+            low_priority=low_priority,
+            execution_timeout_s=execution_timeout_s,
+            ttl_s=ttl_s,
+            retention_s=retention_s,
+        )
+        self._wake_takers(endpoint_id, 1)
+        self._arrival(endpoint_id, low_priority)
+        return job
+
+    def _arrival(self, endpoint_id: str, low_priority: bool) -> None:
+        if self.controller is None:
+            return
+        try:
+            self.controller.on_job_arrival(endpoint_id, self.clock.now_s(), low_priority=low_priority)
+        except Exception:
+            log.exception("controller failed on a job arrival for %s", endpoint_id)
+
+    async def wait_done(self, job_id: str, timeout_s: float) -> None:
+        """Return when the job reaches a terminal state (or disappears), or after `timeout_s`."""
+        job = self.store.get(job_id)
+        if job is None or job.status.is_terminal:
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        waiters = self._done_waiters.setdefault(job_id, [])
+        waiters.append(fut)
+        handle = loop.call_later(timeout_s, _set_none, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            with contextlib.suppress(ValueError):
+                waiters.remove(fut)
+            if not waiters:
+                self._done_waiters.pop(job_id, None)
+
+    def cancel(self, job_id: str) -> Job | None:
+        result = self.store.cancel(job_id, self.clock.now_s())
+        if result is None:
+            return None
+        job, before = result
+        if before is JobStatus.IN_PROGRESS and job.status is JobStatus.CANCELLED:
+            self._job_ended(job, job.worker_id, stop_worker_job=True)
+        elif before is JobStatus.IN_QUEUE and job.status is JobStatus.CANCELLED:
+            self._job_ended(job, None)
+        return job
+
+    def retry(self, job_id: str) -> Job:
+        job = self.store.retry(job_id, self.clock.now_s())
+        self._wake_takers(job.endpoint_id, 1)
+        self._arrival(job.endpoint_id, job.low_priority)
+        return job
+
+    def worker_views(self, endpoint_id: str) -> Sequence[WorkerView]:
+        if self.backend is not None:
+            return self.backend.workers(endpoint_id)
+        return self.registry.views(endpoint_id)
+
+    def health(self, endpoint_id: str) -> dict[str, Any]:
+        workers = {"idle": 0, "running": 0, "initializing": 0, "throttled": 0, "unhealthy": 0, "outdated": 0}
+        for view in self.worker_views(endpoint_id):
+            workers[view.state.value.lower()] = workers.get(view.state.value.lower(), 0) + 1
+        return {"jobs": self.store.health(endpoint_id), "workers": workers}
+
+    # -- worker side -------------------------------------------------------------------------------
+
+    async def take(self, worker: LiveWorker, max_jobs: int) -> list[Job]:
+        """Long poll: jobs at once if any are queued, else wait for a submit or the poll timeout."""
+        loop = asyncio.get_running_loop()
+        eid = worker.endpoint_id
+        self.registry.on_take(worker.worker_id, [], self.clock.now_s())
+        deadline = loop.time() + self.settings.poll_timeout_s
+        while True:
+            if not worker.draining:
+                jobs = self.store.take(eid, worker.worker_id, max_jobs, self.clock.now_s())
+                if jobs:
+                    self.registry.on_take(worker.worker_id, [j.id for j in jobs], self.clock.now_s())
+                    return jobs
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            fut: asyncio.Future[None] = loop.create_future()
+            queue = self._takers.setdefault(eid, deque())
+            queue.append(fut)
+            handle = loop.call_later(remaining, _set_none, fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                # The worker hung up; if a submit had already picked this taker, pass the wake on.
+                if fut.done() and not fut.cancelled():
+                    self._wake_takers(eid, 1)
+                raise
+            finally:
+                handle.cancel()
+                with contextlib.suppress(ValueError):
+                    queue.remove(fut)
+
+    def _wake_takers(self, endpoint_id: str, count: int) -> None:
+        queue = self._takers.get(endpoint_id)
+        while queue and count > 0:
+            fut = queue.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                count -= 1
+
+    def job_done(self, worker: LiveWorker, job_id: str, body: Any) -> str:
+        now = self.clock.now_s()
+        if not isinstance(body, dict):
+            job = self.store.fail(job_id, worker.worker_id, f"worker posted a result that is not a JSON object: {body!r:.200}", now)
+            if job is not None:
+                self._job_ended(job, worker.worker_id)
+            return "FAILED"
+        outcome, job = self.store.finish(job_id, worker.worker_id, body, now)
+        if outcome in ("COMPLETED", "FAILED") and job is not None:
+            self._job_ended(job, worker.worker_id)
+        else:
+            self.registry.on_ping(worker.worker_id, [], now)
+        if body.get("stopPod") is True:
+            self.recycle(worker.worker_id)
+        return outcome.value
+
+    def job_failed_unparsable(self, worker: LiveWorker, job_id: str, reason: str) -> None:
+        job = self.store.fail(job_id, worker.worker_id, reason, self.clock.now_s())
+        if job is not None:
+            self._job_ended(job, worker.worker_id)
+
+    def recycle(self, worker_id: str) -> None:
+        """stopPod: hand this worker nothing more; the backend replaces it once its jobs end."""
+        self.registry.set_draining(worker_id, True)
+        recycle = getattr(self.backend, "recycle", None)
+        if callable(recycle):
+            try:
+                recycle(worker_id)
+            except Exception:
+                log.exception("backend could not recycle worker %s", worker_id)
+
+    def stream_chunk(self, worker: LiveWorker, job_id: str, chunk: Any) -> bool:
+        return self.store.add_chunk(job_id, worker.worker_id, chunk)
+
+    def ping(self, worker: LiveWorker, job_ids: list[str], unhealthy_reason: str | None) -> None:
+        now = self.clock.now_s()
+        self.registry.on_ping(worker.worker_id, job_ids, now)
+        if unhealthy_reason is not None:
+            self.lose_worker(worker.worker_id, f"worker {worker.worker_id} reported unhealthy: {unhealthy_reason}")
+
+    async def stop_signals(self, worker: LiveWorker) -> list[str]:
+        """Long poll for the job-stop channel: ids of this worker's jobs that were cancelled or timed out."""
+        wid = worker.worker_id
+        pending = self._stops.get(wid)
+        if not pending:
+            loop = asyncio.get_running_loop()
+            fut = self._stop_waiters.get(wid)
+            if fut is None or fut.done():
+                fut = loop.create_future()
+                self._stop_waiters[wid] = fut
+            handle = loop.call_later(self.settings.poll_timeout_s, _set_none, fut)
+            try:
+                await asyncio.shield(fut)
+            finally:
+                handle.cancel()
+        return self._stops.pop(wid, [])
+
+    def _signal_stop(self, worker_id: str, job_id: str) -> None:
+        self._stops.setdefault(worker_id, []).append(job_id)
+        fut = self._stop_waiters.pop(worker_id, None)
+        if fut is not None:
+            _set_none(fut)
+
+    def lose_worker(self, worker_id: str, reason: str) -> None:
+        """A worker is gone or unfit: mark it UNHEALTHY and requeue (or fail) what it held."""
+        now = self.clock.now_s()
+        self.registry.set_state(worker_id, WorkerState.UNHEALTHY, now)
+        jobs = self.store.requeue_worker_jobs(worker_id, reason, now, self.settings.max_retries)
+        for job in jobs:
+            self.registry.on_job_end(worker_id, job.id, now)
+            if job.status.is_terminal:
+                self._job_ended(job, None)
+            else:
+                self._wake_takers(job.endpoint_id, 1)
+                self._arrival(job.endpoint_id, job.low_priority)
+        if jobs:
+            log.warning("%s; %d job(s) requeued or failed", reason, len(jobs))
+
+    # -- job ends ------------------------------------------------------------------------------
+
+    def _job_ended(self, job: Job, worker_id: str | None, *, stop_worker_job: bool = False) -> None:
+        if worker_id is not None:
+            self.registry.on_job_end(worker_id, job.id, self.clock.now_s())
+            if stop_worker_job:
+                self._signal_stop(worker_id, job.id)
+        for fut in self._done_waiters.pop(job.id, []):
+            _set_none(fut)
+        if job.webhook and job.status.is_terminal:
+            self._spawn(self._deliver_webhook(job.webhook, job.id, job.status_body()))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_webhook(self, url: str, job_id: str, body: dict[str, Any]) -> None:
+        """POST the /status body once; a non-200 answer or an error is retried (twice by default)."""
+        assert self._http is not None
+        for attempt in range(self.settings.webhook_attempts):
+            try:
+                resp = await self._http.post(url, json=body)
+                self.webhook_log.append((job_id, resp.status_code))
+                if resp.status_code == 200:
+                    return
+            except httpx.HTTPError as exc:
+                self.webhook_log.append((job_id, type(exc).__name__))
+            if attempt + 1 < self.settings.webhook_attempts:
+                await asyncio.sleep(self.settings.webhook_retry_delay_s)
+        log.warning("webhook for job %s to %s failed after %d attempts", job_id, url, self.settings.webhook_attempts)
+
+    # -- background ---------------------------------------------------------------------------------
+
+    async def _background(self) -> None:
+        while True:
+            try:
+                self.maintain()
+            except Exception:
+                log.exception("maintenance pass failed")
+            await asyncio.sleep(self.settings.maintenance_interval_s)
+
+    def maintain(self, now_s: float | None = None) -> None:
+        """One pass: deadlines, heartbeats, backend poll and (when due) a controller tick."""
+        now = self.clock.now_s() if now_s is None else now_s
+        for event in self.store.sweep(now):
+            job = event.job
+            if event.kind is SweepKind.TIMED_OUT:
+                self._job_ended(job, event.worker_id, stop_worker_job=event.worker_id is not None)
+            elif event.kind is SweepKind.TTL_EXPIRED:
+                if event.worker_id is not None:
+                    self.registry.on_job_end(event.worker_id, job.id, now)
+                    self._signal_stop(event.worker_id, job.id)
+                for fut in self._done_waiters.pop(job.id, []):
+                    _set_none(fut)
+        for worker in self.registry.silent_since(now, self.settings.liveness_timeout_s):
+            self.lose_worker(
+                worker.worker_id,
+                f"worker {worker.worker_id} missed {self.settings.missed_heartbeats} heartbeats",
+            )
+        # Jobs held by workers the backend has reaped or marked UNHEALTHY (crash, SIGKILL).
+        for worker_id in self.store.busy_workers():
+            w = self.registry.get(worker_id)
+            if w is None:
+                self.lose_worker(worker_id, f"worker {worker_id} exited")
+            elif w.state is WorkerState.UNHEALTHY:
+                self.lose_worker(worker_id, f"worker {worker_id} is unhealthy")
+        if self.backend is not None and self.controller is not None:
+            if now >= self._next_poll_s:
+                self._next_poll_s = now + min(0.25, self.settings.tick_interval_s)
+                try:
+                    self.backend.poll(now)
+                except Exception:
+                    log.exception("backend poll failed")
+            wake = [self.controller.next_wake_s(eid) for eid in self.controller.endpoint_ids]
+            due = min([w for w in wake if w is not None], default=None)
+            if now >= self._next_tick_s or (due is not None and now >= due):
+                self._next_tick_s = now + self._tick_interval_s()
+                try:
+                    self.controller.tick(now)
+                except Exception:
+                    log.exception("controller tick failed")
+
+    def _tick_interval_s(self) -> float:
+        assert self.controller is not None
+        intervals = [self.controller.tick_interval_s(eid) for eid in self.controller.endpoint_ids]
+        return min([i for i in intervals if i is not None] + [self.settings.tick_interval_s])
