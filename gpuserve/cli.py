@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 
@@ -35,6 +37,27 @@ def policies() -> None:
 
     for name in base.available():
         console.print(name)
+
+
+@app.command()
+def simulate(
+    scenario: Path = typer.Argument(..., help="scenario YAML file (see scenarios/)"),
+    out: Path | None = typer.Option(None, "--out", help="results folder (default out/<scenario name>)"),
+    seed: int | None = typer.Option(None, "--seed", help="override the scenario's seed"),
+    set_: list[str] = typer.Option([], "--set", help="override a field: endpoints.0.scaling.max_workers=5 (endpoint.X = every endpoint)"),
+    sweep: list[str] = typer.Option([], "--sweep", help="run one point per value: endpoint.scaling.idle_timeout_s=5,60,600"),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG plots"),
+) -> None:
+    """Simulate a scenario: print the summary, write per-job records, worker intervals and plots."""
+    from gpuserve.sim.report import simulate as run
+
+    if fmt not in ("csv", "parquet"):
+        raise fail(f"--format must be csv or parquet, was {fmt!r}")
+    try:
+        run(scenario, out, seed, set_, sweep, "parquet" if fmt == "parquet" else "csv", plots, console)
+    except GpuserveError as exc:
+        raise fail(str(exc)) from None
 
 
 def main() -> None:
