@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 from collections.abc import Callable
 
@@ -44,6 +46,8 @@ class Heartbeat(threading.Thread):
     def ping_once(self) -> None:
         ids = self._in_flight()
         url = with_query(self.url, job_id=",".join(ids)) if ids else self.url
+        if ids:
+            log.debug("ping job_id=%s", ",".join(ids))
         try:
             response = self._client.get(url)
             if response.status_code >= 400:
@@ -53,7 +57,14 @@ class Heartbeat(threading.Thread):
             log.warning("heartbeat failed: %s", exc)
 
     def run(self) -> None:
+        parent = os.environ.get("GPUSERVE_PARENT_PID")
         while not self._stop_event.is_set():
+            if parent and os.getppid() != int(parent):
+                # The control plane that spawned this worker is gone: stop like on SIGTERM
+                # rather than polling a dead server forever as an orphan.
+                log.warning("parent process %s is gone; stopping", parent)
+                os.kill(os.getpid(), signal.SIGTERM)
+                parent = None
             self.ping_once()
             self._stop_event.wait(self.interval_s)
         self._client.close()

@@ -154,6 +154,7 @@ class Worker:
             log.warning("job-take answered non-JSON; treating as no job")
             return []
         jobs = [payload] if isinstance(payload, dict) else payload if isinstance(payload, list) else []
+        log.debug("%s asked %d, got %d job(s)", "job-take-batch" if free > 1 else "job-take", free, len(jobs))
         valid = []
         for job in jobs:
             if isinstance(job, dict) and "id" in job:
