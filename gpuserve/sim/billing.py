@@ -46,4 +46,5 @@ class BillingModel:
         table = {s.value: (is_billed(s, False, idle_billed=self.idle_billed), is_billed(s, True, idle_billed=self.idle_billed)) for s in WorkerState}
         idle_or_not = np.array([table[s][0] for s in states], dtype=bool) if states.size else np.zeros(0, bool)
         when_processing = np.array([table[s][1] for s in states], dtype=bool) if states.size else np.zeros(0, bool)
-        return np.where(processing, when_processing, idle_or_not) | active
+        mask: np.ndarray = np.where(processing, when_processing, idle_or_not) | active
+        return mask

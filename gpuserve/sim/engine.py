@@ -25,7 +25,7 @@ from simpy.core import StopSimulation
 
 from gpuserve.controller import Controller
 from gpuserve.core.errors import ConfigError
-from gpuserve.core.types import EndpointSpec, QueueStats, ScaleAction, WorkerState, WorkerView
+from gpuserve.core.types import EndpointSpec, QueueStats, ScaleAction, ScalerType, WorkerState, WorkerView
 from gpuserve.sim.billing import BillingModel
 from gpuserve.sim.coldstart import ColdStartProfile, StageTimes
 from gpuserve.sim.hosts import HostSpec, HostState
@@ -51,8 +51,27 @@ __all__ = [
 # scheduled. Skipping the call is what makes a 1e6-request trace take seconds, not minutes.
 # Tick-driven policies (Knative KPA, Ray Serve) observe the endpoint on their own schedule,
 # like Knative's autoscaler, which is poked by arrivals only at zero pods.
-# Anything else (e.g. a policy that learns from every arrival's time) is consulted always.
+# Anything else (e.g. hybrid_histogram, which learns from every arrival's time) is consulted
+# on every arrival. tests/sim/test_engine.py checks that both modes give identical records.
 DEMAND_SIZED_POLICIES = frozenset({"runpod_request_count", "fixed_keepalive", "runpod_queue_delay"})
+
+
+def may_skip_served_arrivals(spec: EndpointSpec, ticking: bool) -> bool:
+    """Whether an arrival a ready worker takes at once can skip the controller (see above)."""
+    if ticking:
+        return True
+    if spec.policy.name not in DEMAND_SIZED_POLICIES:
+        return False
+    if spec.policy.name == "runpod_request_count":
+        # ceil(demand / per_worker) can exceed the ready workers only if one worker is meant to
+        # hold fewer requests than it has slots: per_worker 1 at concurrency 4 -> 4 running
+        # requests on one worker want 4 workers.
+        raw = spec.policy.params.get("requests_per_worker", 0)
+        per_worker = float(raw) if isinstance(raw, int | float) and raw > 0 else (
+            spec.scaling.scaler_value if spec.scaling.scaler is ScalerType.REQUEST_COUNT else 4.0
+        )
+        return per_worker >= spec.concurrency_per_worker
+    return True
 
 STATE_CODES: tuple[WorkerState, ...] = (
     WorkerState.INITIALIZING,
@@ -179,6 +198,8 @@ class _Ep:
         self.active_alive = 0
         self.hosts = [h for h in hosts if h.spec.has_type(sim_ep.spec.gpu_type)]
         self.ticking = False
+        self.max_workers = sim_ep.spec.scaling.max_workers
+        self.throttled = 0  # workers now THROTTLED
         self.consult_always = True
         self._rng = rng
         self._service = sim_ep.service
@@ -322,8 +343,8 @@ class Simulation:
         self.controller_calls = 0
         for ep in self._eps:
             ep.ticking = self.controller.tick_interval_s(ep.eid) is not None
-            ep.consult_always = config.consult_on_arrival == "always" or not (
-                ep.ticking or ep.spec.policy.name in DEMAND_SIZED_POLICIES
+            ep.consult_always = config.consult_on_arrival == "always" or not may_skip_served_arrivals(
+                ep.spec, ep.ticking
             )
 
     # -- running ---------------------------------------------------------------------------
@@ -353,7 +374,7 @@ class Simulation:
 
     def _after(self, delay_s: float, fn: Callable[[Any], None], value: Any = None) -> None:
         ev = simpy.Timeout(self.env, max(0.0, delay_s), value)
-        ev.callbacks.append(fn)  # type: ignore[union-attr]
+        ev.callbacks.append(fn)
 
     def _stop(self) -> None:
         self._finished = True
@@ -379,7 +400,7 @@ class Simulation:
         ep.last_arrival_s = now
         if j + 1 < self._n_jobs:
             ev = simpy.Timeout(self.env, max(0.0, self._arrival[j + 1] - now))
-            ev.callbacks.append(self._on_arrival)  # type: ignore[union-attr]
+            ev.callbacks.append(self._on_arrival)
         if not ep.queue:
             w = self._pop_free(ep)
             if w is not None:
@@ -388,7 +409,11 @@ class Simulation:
                     self._consult(ep, now, arrival=True)
                 return
         ep.queue.append(j)
-        self._consult(ep, now, arrival=True)
+        if ep.consult_always or len(ep.workers) < ep.max_workers or ep.throttled:
+            self._consult(ep, now, arrival=True)
+        # else: the endpoint is at max_workers, none THROTTLED, and none idle (the job queued):
+        # guardrails can neither start (target <= max) nor stop (only idle or throttled
+        # workers are stopped), so for a demand-sized policy the call is a no-op.
 
     def _pop_free(self, ep: _Ep) -> _Worker | None:
         # Newest worker first (as SimFaaS and Lambda-like platforms do): load packs onto
@@ -425,7 +450,7 @@ class Simulation:
         else:
             self._status[j] = _COMPLETED
         ev = simpy.Timeout(self.env, d, (w, j))
-        ev.callbacks.append(self._on_done)  # type: ignore[union-attr]
+        ev.callbacks.append(self._on_done)
 
     def _on_done(self, ev: Any) -> None:
         w, j = ev._value
@@ -558,6 +583,7 @@ class Simulation:
         else:
             # Ready to load weights but no GPU free on its host: THROTTLED (not billed) until one frees.
             self._set_state(w, _THR, float(self.env.now))
+            ep.throttled += 1
             w.host.waiting(ep.spec.gpu_type).append(w)
 
     def _load_on_gpu(self, w: _Worker) -> None:
@@ -586,6 +612,8 @@ class Simulation:
             return  # guardrails never stop a busy worker; a stale action must not either
         del ep.workers[w.wid]
         w.alive = False
+        if w.state == _THR:
+            ep.throttled -= 1
         was_ready = w.ready_s is not None
         self._set_state(w, w.state, now)  # close the open interval
         w.since_s = now
@@ -620,6 +648,7 @@ class Simulation:
             if not host.try_acquire(gpu_type, w.ep.spec.gpus_needed):
                 return
             waiting.popleft()
+            w.ep.throttled -= 1
             w.has_gpu = True
             self._set_state(w, _INIT, now)
             self._load_on_gpu(w)

@@ -8,11 +8,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers or in CI
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-from gpuserve.sim.records import SimResult, time_series  # noqa: E402
+from gpuserve.sim.records import SimResult, time_series
 
 __all__ = ["plot_run", "plot_sweep"]
 
@@ -68,7 +69,7 @@ def plot_sweep(points: pd.DataFrame, out_dir: Path) -> Path:
     return _save(fig, out_dir / "sweep_cost_vs_p99.png")
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

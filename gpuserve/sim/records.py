@@ -166,7 +166,7 @@ def summarize(
 def time_series(result: SimResult, points: int = 1000) -> pd.DataFrame:
     """Queue length and workers per state on a regular grid over the run (for plots)."""
     grid = np.linspace(0.0, max(result.end_s, 1e-9), points)
-    out = {"t_s": grid}
+    out: dict[str, np.ndarray] = {"t_s": grid}
     jobs = result.jobs
     arrivals = np.sort(jobs["arrival_s"].to_numpy())
     # A job leaves the queue when it starts, or at its end if it never started (cancelled).

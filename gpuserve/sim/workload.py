@@ -247,7 +247,7 @@ def spread_minute_counts(
         offsets = np.concatenate([(np.arange(c) + 0.5) * 60.0 / c for c in counts_arr if c > 0] or [np.empty(0)])
     else:
         offsets = rng.random(minute_start.size) * 60.0
-    times = minute_start + offsets
+    times: np.ndarray = minute_start + offsets
     times.sort()
     return times
 
@@ -265,4 +265,5 @@ class AzureCounts:
 
     def arrivals(self, rng: np.random.Generator, duration_s: float) -> np.ndarray:
         times = spread_minute_counts(self.counts_per_minute, rng, self.spread)
-        return times[times < duration_s]
+        kept: np.ndarray = times[times < duration_s]
+        return kept
