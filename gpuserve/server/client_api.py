@@ -193,18 +193,20 @@ async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -
     return json_response({"id": current.id, "status": current.status.value})
 
 
-@router.api_route("/status/{job_id}", methods=["GET", "POST"], response_model=StatusBody, summary="A job's status")
+@router.get("/status/{job_id}", response_model=StatusBody, summary="A job's status", operation_id="status")
+@router.post("/status/{job_id}", response_model=StatusBody, summary="A job's status (POST)", operation_id="status_post")
 async def status(request: Request, endpoint_id: str, job_id: str) -> Response:
     rt = _authorized(request, endpoint_id)
     return json_response(_job_or_404(rt, endpoint_id, job_id).status_body())
 
 
-@router.api_route(
+@router.get(
     "/stream/{job_id}",
-    methods=["GET", "POST"],
     response_model=StreamBody,
     summary="Stream chunks produced since the last call (each chunk is returned once)",
+    operation_id="stream",
 )
+@router.post("/stream/{job_id}", response_model=StreamBody, summary="Stream (POST)", operation_id="stream_post")
 async def stream(request: Request, endpoint_id: str, job_id: str) -> Response:
     rt = _authorized(request, endpoint_id)
     job = _job_or_404(rt, endpoint_id, job_id)
@@ -216,7 +218,8 @@ async def stream(request: Request, endpoint_id: str, job_id: str) -> Response:
     return json_response(body)
 
 
-@router.api_route("/cancel/{job_id}", methods=["POST", "GET"], summary="Cancel a queued or running job")
+@router.post("/cancel/{job_id}", summary="Cancel a queued or running job", operation_id="cancel")
+@router.get("/cancel/{job_id}", summary="Cancel (GET)", operation_id="cancel_get")
 async def cancel(request: Request, endpoint_id: str, job_id: str) -> Response:
     rt = _authorized(request, endpoint_id)
     _job_or_404(rt, endpoint_id, job_id)

@@ -82,6 +82,7 @@ class Runtime:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._next_tick_s = 0.0
         self._next_poll_s = 0.0
         self.webhook_log: list[tuple[str, int | str]] = []  # (job id, HTTP status or error), newest last
@@ -89,6 +90,7 @@ class Runtime:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self._http = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s)
         if self.backend is not None:
             for ep in self.endpoints.values():

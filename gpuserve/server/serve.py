@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import socket
 import threading
 import time
@@ -24,8 +25,8 @@ from gpuserve.wallclock import WallClock
 
 __all__ = ["BackendFactory", "ServerThread", "bind_socket", "default_backend", "runtime_from_config", "uvicorn_config"]
 
-# (registry, server_url, settings, clock) -> backend
-BackendFactory = Callable[[WorkerRegistry, str, ServerSettings, Clock], LiveBackend]
+# (registry, server_url, settings, clock, data_dir) -> backend
+BackendFactory = Callable[[WorkerRegistry, str, ServerSettings, Clock, Path], LiveBackend]
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -47,7 +48,9 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-def default_backend(registry: WorkerRegistry, server_url: str, settings: ServerSettings, clock: Clock) -> LiveBackend:
+def default_backend(
+    registry: WorkerRegistry, server_url: str, settings: ServerSettings, clock: Clock, data_dir: Path
+) -> LiveBackend:
     """The embedded default: local worker processes."""
     try:
         from gpuserve.backends.process import ProcessBackend
@@ -58,9 +61,8 @@ def default_backend(registry: WorkerRegistry, server_url: str, settings: ServerS
         "server_url": server_url,
         "ping_interval_ms": int(settings.heartbeat_interval_s * 1000),
         "clock": clock,
+        "logs_dir": data_dir / "logs",
     }
-    import inspect
-
     accepted = inspect.signature(ProcessBackend).parameters
     backend: LiveBackend = ProcessBackend(**{k: v for k, v in kwargs.items() if k in accepted})
     return backend
@@ -85,7 +87,7 @@ def runtime_from_config(
     folder = data_dir or config.data_dir()
     store = SqliteJobStore(folder / "jobs.sqlite3", now_s=clock.now_s())
     registry = registry or WorkerRegistry()
-    backend = backend_factory(registry, server_url, settings, clock) if backend_factory is not None else None
+    backend = backend_factory(registry, server_url, settings, clock, folder) if backend_factory is not None else None
     endpoints = [Endpoint(e.deployment, e.key_hashes) for e in config.endpoints]
     return Runtime(
         endpoints,
