@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -269,8 +270,8 @@ def test_keys_are_stored_hashed(make_server):
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    codes: list[int] = []
-    got: list[dict[str, object]] = []
+    codes: ClassVar[list[int]] = []
+    got: ClassVar[list[dict[str, object]]] = []
 
     def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
