@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gpuserve.backends.base import Deployment, worker_env
+from gpuserve.core.errors import ConfigError, NotFoundError
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
 from gpuserve.gpu import GpuStats, HostInventory, inventory
 from gpuserve.server.workers import WorkerRegistry, hash_token
@@ -168,8 +169,8 @@ class DockerBackend:
 
     def __init__(
         self,
-        registry: WorkerRegistry,
         server_url: str,
+        registry: WorkerRegistry,
         *,
         client: Any | None = None,
         namespace: str = "default",
@@ -235,6 +236,7 @@ class DockerBackend:
         return [v for v in self.registry.views(endpoint_id) if v.worker_id not in hidden]
 
     def configure(self, deployment: Deployment) -> None:
+        _validate(deployment)
         eid = deployment.endpoint_id
         with self._lock:
             current = self._endpoints.get(eid)
@@ -316,7 +318,7 @@ class DockerBackend:
         if w is None:
             if gone is not None:
                 return gone
-            raise KeyError(f"worker {worker_id!r} is not known to the docker backend")
+            raise NotFoundError(f"worker {worker_id!r} is not known to the docker backend")
         if w.container_id is None:
             return w.last_logs or f"worker {worker_id} has no container ({w.phase})\n"
         try:
@@ -416,7 +418,7 @@ class DockerBackend:
     def _deployment(self, endpoint_id: str) -> Deployment:
         entry = self._endpoints.get(endpoint_id)
         if entry is None:
-            raise KeyError(f"endpoint {endpoint_id!r} has no deployment; call configure() first")
+            raise NotFoundError(f"endpoint {endpoint_id!r} has no deployment; call configure() first")
         return entry.deployment
 
     def _start_one(self, spec: EndpointSpec) -> None:
@@ -494,12 +496,12 @@ class DockerBackend:
                 command = ["python", "-u", dep.handler_path]
         if dep.model_source == "host_cache":
             if not dep.model_path:
-                raise ValueError("model_path must name a host folder for model_source 'host_cache', was None")
+                raise ConfigError("model_path", dep.model_path, "must name a host folder for model_source 'host_cache'")
             volumes[str(Path(dep.model_path).resolve())] = {"bind": HOST_CACHE_MOUNT, "mode": "ro"}
             env.setdefault("MODEL_PATH", HOST_CACHE_MOUNT)
         elif dep.model_source == "volume":
             if not dep.model_path:
-                raise ValueError("model_path must name a Docker volume for model_source 'volume', was None")
+                raise ConfigError("model_path", dep.model_path, "must name a Docker volume for model_source 'volume'")
             self.ensure_volume(dep.model_path)
             volumes[dep.model_path] = {"bind": VOLUME_MOUNT, "mode": "rw"}
             env.setdefault("MODEL_PATH", VOLUME_MOUNT)
@@ -859,6 +861,17 @@ class DockerBackend:
                     pass
 
 
+def _validate(dep: Deployment) -> None:
+    """Reject what could only fail later, on the pool, where nobody sees the error."""
+    if dep.image is None and dep.handler_path is None:
+        raise ConfigError("image", None, f"or handler is required for endpoint {dep.endpoint_id!r}")
+    if dep.model_source == "host_cache":
+        if not dep.model_path or not Path(dep.model_path).is_dir():
+            raise ConfigError("model_path", dep.model_path, "must name an existing host folder for model_source 'host_cache'")
+    elif dep.model_source == "volume" and not dep.model_path:
+        raise ConfigError("model_path", dep.model_path, "must name a Docker volume for model_source 'volume'")
+
+
 def _force_remove(container: Any) -> None:
     try:
         container.remove(force=True)
@@ -875,8 +888,8 @@ def docker_backend_factory(**options: Any) -> Callable[..., DockerBackend]:
 
     def make(registry: WorkerRegistry, server_url: str, settings: Any, clock: Any) -> DockerBackend:
         return DockerBackend(
-            registry,
             server_url,
+            registry,
             ping_interval_ms=int(settings.heartbeat_interval_s * 1000),
             now=clock.now_s,
             **options,
