@@ -327,7 +327,10 @@ def sweep_points(sweep: dict[str, list[Any]]) -> list[tuple[str, list[tuple[str,
     keys = list(sweep)
     points = []
     for combo in itertools.product(*(sweep[k] for k in keys)):
-        label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, combo, strict=True))
+        if len(keys) == 1:
+            label = str(combo[0])
+        else:
+            label = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, combo, strict=True))
         points.append((label, list(zip(keys, combo, strict=True))))
     return points
 

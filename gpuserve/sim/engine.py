@@ -196,7 +196,9 @@ class _Ep:
         self.keep_alive_s = sim_ep.spec.scaling.idle_timeout_s
         self.retained: list[tuple[HostState, float]] = []  # flash-boot snapshots: (host, expires_s)
         self.active_alive = 0
-        self.hosts = [h for h in hosts if h.spec.has_type(sim_ep.spec.gpu_type)]
+        need, gpu_type = sim_ep.spec.gpus_needed, sim_ep.spec.gpu_type
+        # Only hosts that could ever fit one worker (SimConfig checks at least one does).
+        self.hosts = [h for h in hosts if h.spec.unlimited or not need or h.spec.gpus.get(gpu_type or "", 0) >= need]
         self.ticking = False
         self.max_workers = sim_ep.spec.scaling.max_workers
         self.throttled = 0  # workers now THROTTLED
@@ -549,6 +551,13 @@ class Simulation:
             else:
                 image_wait = max(0.0, landed - now)
         w.stages = profile.stages(image_wait_s=image_wait, flash=flash_host is not None)
+        # The GPU is reserved at placement, so workers started together spread over hosts.
+        # With none free the worker still pulls and starts its container, then waits in the
+        # host's FIFO for a GPU (THROTTLED once it is up).
+        if host.try_acquire(spec.gpu_type, spec.gpus_needed):
+            w.has_gpu = True
+        else:
+            host.waiting(spec.gpu_type).append(w)
         self._after(w.stages.before_gpu_s, self._on_container_up, w)
 
     def _place(self, ep: _Ep, now: float) -> HostState:
@@ -576,15 +585,13 @@ class Simulation:
         w: _Worker = ev._value
         if not w.alive:
             return
-        ep = w.ep
-        if w.host.try_acquire(ep.spec.gpu_type, ep.spec.gpus_needed):
-            w.has_gpu = True
+        if w.has_gpu:
             self._load_on_gpu(w)
         else:
-            # Ready to load weights but no GPU free on its host: THROTTLED (not billed) until one frees.
+            # Up and ready to load weights, but no GPU has freed on its host since it was
+            # placed: THROTTLED (not billed) until one does.
             self._set_state(w, _THR, float(self.env.now))
-            ep.throttled += 1
-            w.host.waiting(ep.spec.gpu_type).append(w)
+            w.ep.throttled += 1
 
     def _load_on_gpu(self, w: _Worker) -> None:
         gpu_stage_s = w.stages.model_load_s + w.stages.flash_resume_s
@@ -648,10 +655,12 @@ class Simulation:
             if not host.try_acquire(gpu_type, w.ep.spec.gpus_needed):
                 return
             waiting.popleft()
-            w.ep.throttled -= 1
             w.has_gpu = True
-            self._set_state(w, _INIT, now)
-            self._load_on_gpu(w)
+            if w.state == _THR:
+                w.ep.throttled -= 1
+                self._set_state(w, _INIT, now)
+                self._load_on_gpu(w)
+            # else: still pulling or starting its container; it loads once that is done.
 
     # -- end of run ------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ __all__ = [
     "load_azure_functions",
     "load_timestamps_csv",
     "spread_minute_counts",
+    "write_synthetic_azure",
 ]
 
 
@@ -267,3 +268,36 @@ class AzureCounts:
         times = spread_minute_counts(self.counts_per_minute, rng, self.spread)
         kept: np.ndarray = times[times < duration_s]
         return kept
+
+
+def write_synthetic_azure(path: Path, n_functions: int = 8, seed: int = 0, minutes: int = 1440) -> Path:
+    """Write a synthetic file in the Azure Functions 2019 invocation format (for demos and tests).
+
+    Functions mix the trace's typical shapes: a steady http function, a timer firing every few
+    minutes, and bursty ones with long silences, each with a diurnal swell.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(minutes)
+    swell = 1 + 0.6 * np.sin(2 * math.pi * (t - 360) / 1440)
+    triggers = ["http", "timer", "queue", "event", "http", "storage", "http", "orchestration"]
+    rows = []
+    for i in range(n_functions):
+        kind = i % 4
+        if kind == 0:  # steady
+            counts = rng.poisson(6.0 * swell)
+        elif kind == 1:  # timer: a few calls every 5 minutes
+            counts = np.where(t % 5 == 0, 2, 0)
+        elif kind == 2:  # bursty: on/off at minute grain
+            on = (rng.random(minutes) < 0.08).astype(float)
+            on = np.convolve(on, np.ones(6), mode="same") > 0
+            counts = rng.poisson(on * 20.0 * swell)
+        else:  # rare
+            counts = rng.poisson(0.15 * swell)
+        hashes = [f"{rng.integers(0, 2**63):016x}{rng.integers(0, 2**63):016x}" for _ in range(3)]
+        rows.append([*hashes, triggers[i % len(triggers)], *(int(c) for c in counts)])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["HashOwner", "HashApp", "HashFunction", "Trigger", *(str(m) for m in range(1, minutes + 1))])
+        writer.writerows(rows)
+    return path
