@@ -31,6 +31,7 @@ class Deployment:
     env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     sdk: Sdk = "gpuserve"
     workdir: str | None = None
+    python: str | None = None  # interpreter for handler_path (process backend); None: the server's own
     cpu_limit: float | None = None  # cores (docker)
     memory_limit_mib: int | None = None  # (docker)
     model_source: Literal["none", "host_cache", "baked", "volume"] = "none"
@@ -57,6 +58,8 @@ class Deployment:
             "concurrency": self.spec.concurrency_per_worker,
             "model": [self.model_source, self.model_path],
         }
+        if self.python is not None:  # only when set, so existing versions keep their digests
+            what["python"] = self.python
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
 
 

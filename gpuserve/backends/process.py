@@ -65,6 +65,7 @@ class _Proc:
     popen: subprocess.Popen[bytes] | None = None  # None: a placeholder waiting out a back-off
     spawn_at_s: float = 0.0
     stopping: bool = False  # we asked it to stop (scale-down, OUTDATED, stopPod)
+    condemned: bool = False  # killed because the server declared it UNHEALTHY (counts as a crash)
     hidden: bool = False  # scale-down: the controller no longer counts it
     kill_at_s: float | None = None
     exited_s: float | None = None
@@ -114,6 +115,7 @@ class ProcessBackend:
         path = Path(deployment.handler_path)
         if not path.is_file():
             raise ConfigError("handler", deployment.handler_path, "is not a file")
+        _check_sdk_importable(deployment.python or self.python, deployment.sdk)
         with self._lock:
             old = self._endpoints.get(deployment.endpoint_id)
             if old is None:
@@ -162,6 +164,13 @@ class ProcessBackend:
                         continue
                     self._read_cold_start(p)
                     live = self.registry.get(p.worker_id)
+                    if live is not None and live.state is WorkerState.UNHEALTHY and not p.stopping and not p.condemned:
+                        # The server declared it dead (missed heartbeats) yet the process runs:
+                        # it holds no jobs any more and gets none, so end it and count a crash.
+                        log.warning("worker %s is UNHEALTHY but still running; SIGKILL", p.worker_id)
+                        p.condemned = True
+                        _signal(p.popen, signal.SIGKILL)
+                        continue
                     if live is not None and live.draining and not live.in_flight and not p.stopping:
                         # stopPod or OUTDATED, and its jobs are done: recycle the process.
                         if live.state is not WorkerState.UNHEALTHY:
@@ -285,10 +294,11 @@ class ProcessBackend:
         })
         handler = Path(dep.handler_path).resolve()
         cwd = dep.workdir or str(handler.parent)
+        python = dep.python or self.python
         logfile: IO[bytes] = open(p.log_path, "ab")  # the child keeps its own descriptor
         try:
             p.popen = subprocess.Popen(
-                [self.python, str(handler)],
+                [python, str(handler)],
                 env=env,
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
@@ -301,7 +311,7 @@ class ProcessBackend:
         except OSError as exc:
             self.registry.remove(p.worker_id)
             self._procs.pop(p.worker_id, None)
-            raise BackendError(f"could not start worker {p.worker_id} ({self.python} {handler}): {exc}") from exc
+            raise BackendError(f"could not start worker {p.worker_id} ({python} {handler}): {exc}") from exc
         finally:
             logfile.close()
         log.info("spawned worker %s (pid %d) for %s", p.worker_id, p.popen.pid, p.endpoint_id)
@@ -381,6 +391,21 @@ class ProcessBackend:
         if record["spawn_to_first_take_s"] is None:
             record["spawn_to_first_take_s"] = worker.get("spawn_to_first_take_s")
         return record
+
+
+def _check_sdk_importable(python: str, sdk: str) -> None:
+    """Fail at configure time, not in a crash loop, when the interpreter lacks the worker SDK.
+
+    Only looks the package up (find_spec); importing `runpod` takes seconds.
+    """
+    package = "runpod" if sdk == "runpod" else "gpuserve"
+    probe = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({package!r}) is None)"
+    try:
+        found = subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError("python", python, f"cannot be run ({exc})") from None
+    if not found:
+        raise ConfigError("python", python, f"cannot import {package!r} (sdk: {sdk}); pip install {package} into it")
 
 
 def _signal(popen: subprocess.Popen[bytes], sig: int) -> None:

@@ -9,7 +9,8 @@
     endpoints:
       - id: echo
         handler: examples/echo/handler.py   # or image: my-worker:latest
-        sdk: gpuserve                       # or runpod
+        sdk: gpuserve                       # or runpod (the handler does `import runpod`)
+        python: .venv/bin/python            # optional: the worker's interpreter (process backend)
         env: {MODEL: tiny}
         concurrency_per_worker: 1
         execution_timeout_s: 600
@@ -70,6 +71,7 @@ class EndpointModel(_Model):
     sdk: Literal["gpuserve", "runpod"] = "gpuserve"
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None
+    python: str | None = None  # process backend: the worker's interpreter (a path, or a command on PATH)
     gpu_type: str | None = None
     gpus_per_worker: Annotated[int, Field(ge=0)] = 1
     concurrency_per_worker: Annotated[int, Field(ge=1)] = 1
@@ -165,6 +167,14 @@ def _resolve(path: str | None, base_dir: Path) -> str | None:
     return str(p if p.is_absolute() else (base_dir / p).resolve())
 
 
+def _interpreter(python: str | None, base_dir: Path) -> str | None:
+    """A path is taken relative to the file but not resolved: a venv's python is a symlink that must stay one."""
+    if python is None or "/" not in python:
+        return python  # None, or a command looked up on PATH
+    p = Path(python).expanduser()
+    return str(p if p.is_absolute() else base_dir / p)
+
+
 def _build(model: EndpointModel, where: str, base_dir: Path) -> LoadedEndpoint:
     from gpuserve import policies
 
@@ -210,6 +220,7 @@ def _build(model: EndpointModel, where: str, base_dir: Path) -> LoadedEndpoint:
         env=model.env,
         sdk=model.sdk,
         workdir=_resolve(model.workdir, base_dir),
+        python=_interpreter(model.python, base_dir),
         cpu_limit=model.cpu_limit,
         memory_limit_mib=model.memory_limit_mib,
         model_source=model.model_source,
