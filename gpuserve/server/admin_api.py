@@ -1,14 +1,17 @@
-"""Operator routes for the CLI: endpoints with worker states and queue depth, and a worker's logs."""
+"""Operator routes for the CLI: endpoints with worker states and queue depth, a worker's logs, deploying an image."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gpuserve.server.http import ApiError, client_auth, json_response, runtime_of
-from gpuserve.server.runtime import Runtime
+from gpuserve.core.errors import ConfigError
+from gpuserve.server.http import ApiError, client_auth, endpoint_or_404, json_response, runtime_of
+from gpuserve.server.runtime import Endpoint, Runtime
 
 __all__ = ["router"]
 
@@ -84,3 +87,29 @@ async def worker_logs(request: Request, worker_id: str, tail: int = 200) -> Resp
     except LookupError as exc:
         raise ApiError(404, f"worker {worker_id!r} is unknown ({exc})") from None
     return json_response({"workerId": worker_id, "logs": text})
+
+
+@router.post("/endpoints/{endpoint_id}/deploy", summary="Run a new image on an endpoint: a rolling update")
+async def deploy(request: Request, endpoint_id: str) -> Response:
+    """Body `{"image": TAG}`. Running workers turn OUTDATED, finish their job and are replaced on TAG."""
+    rt = runtime_of(request)
+    ep = endpoint_or_404(rt, endpoint_id)
+    client_auth(rt, ep, request)
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise ApiError(400, "the body must be JSON like {\"image\": \"TAG\"}") from None
+    image = body.get("image") if isinstance(body, dict) else None
+    if not isinstance(image, str) or not image.strip():
+        raise ApiError(422, f"image must be a non-empty string, was {image!r}")
+    # The image's own command runs now, not a handler file from the host.
+    new = dataclasses.replace(ep.deployment, image=image.strip(), handler_path=None)
+    if rt.backend is not None:
+        try:
+            rt.backend.configure(new)
+        except ConfigError as exc:
+            raise ApiError(422, str(exc)) from None
+    rt.endpoints[endpoint_id] = Endpoint(new, ep.key_hashes)
+    return json_response(
+        {"id": endpoint_id, "image": new.image, "version": new.version, "previousVersion": ep.deployment.version}
+    )

@@ -331,3 +331,34 @@ def _probe_worker(dep: Deployment) -> Any:
     from gpuserve.backends.docker import _Worker
 
     return _Worker("probe", dep.endpoint_id, dep.version, "wk_probe", "pending")
+
+
+def test_build_a_worker_folder_and_deploy_it_to_a_running_endpoint(tmp_path: Path, client: Any) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from gpuserve.cli import app
+
+    folder = tmp_path / "gpu-worker"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "docker" / "examples" / "gpu-worker", folder)
+    tag = f"gpuserve/{NAMESPACE}:example"
+    runner = CliRunner()
+    built = runner.invoke(app, ["build", str(folder), "--tag", tag])
+    assert built.exit_code == 0, built.output
+    try:
+        assert client.images.get(tag).attrs["Config"]["Cmd"] == ["python", "-u", "/app/handler.py"]
+        dep = _deployment(tmp_path, "deployed", max_workers=1)
+        with Live(tmp_path, client, [dep]) as live:
+            assert live.wait("deployed", live.run("deployed", {}))["output"]["version"] == ""
+            done = runner.invoke(app, ["deploy", "deployed", tag, "--url", live.url])
+            assert done.exit_code == 0, done.output
+            body = live.wait("deployed", live.run("deployed", {"x": [1.0] * 16}))
+            assert body["status"] == "COMPLETED"
+            assert body["output"]["device"] == "python" and body["output"]["weights"] == "seed 0"  # the example model
+            bad = httpx.post(f"{live.url}/api/endpoints/deployed/deploy", json={"image": ""})
+            assert bad.status_code == 422 and "image must be a non-empty string" in bad.json()["error"]
+            refused = runner.invoke(app, ["build", str(tmp_path / "nowhere")])
+            assert refused.exit_code == 2 and "does not exist" in " ".join(refused.output.split())
+    finally:
+        client.images.remove(tag, force=True)
