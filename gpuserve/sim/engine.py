@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -47,13 +48,20 @@ __all__ = [
 # Which policies may skip the controller call on an arrival that a ready worker takes at once.
 # Such an arrival leaves the queue empty and demand <= ready capacity, so a policy that sizes
 # the endpoint from demand (queued + running) cannot ask for more workers than exist; the only
-# thing it could still do is shrink, and shrinking is caught at the expiry wake the controller
-# scheduled. Skipping the call is what makes a 1e6-request trace take seconds, not minutes.
+# thing it could still do is shrink, which guardrails do only to IDLE workers past their
+# keep-alive (caught at the expiry wake the engine schedules) or THROTTLED ones (so the call
+# is skipped only while none is THROTTLED). Skipping the call is what makes a 1e6-request trace take seconds, not minutes.
 # Tick-driven policies (Knative KPA, Ray Serve) observe the endpoint on their own schedule,
 # like Knative's autoscaler, which is poked by arrivals only at zero pods.
 # Anything else (e.g. hybrid_histogram, which learns from every arrival's time) is consulted
 # on every arrival. tests/sim/test_engine.py checks that both modes give identical records.
 DEMAND_SIZED_POLICIES = frozenset({"runpod_request_count", "fixed_keepalive", "runpod_queue_delay"})
+
+
+# Policies that keep no state and never ask for a wake: a queued arrival at max_workers
+# cannot change anything they do (runpod_queue_delay asks for a wake at the oldest job's
+# deadline, so it is consulted).
+STATELESS_NO_WAKE_POLICIES = frozenset({"runpod_request_count", "fixed_keepalive"})
 
 
 def may_skip_served_arrivals(spec: EndpointSpec, ticking: bool) -> bool:
@@ -138,6 +146,20 @@ class SimConfig:
                     )
 
 
+def _expiry_s(idle_since_s: float, keep_alive_s: float) -> float:
+    """The first float time at which `t - idle_since_s >= keep_alive_s` holds.
+
+    Guardrails compare `now - idle_since >= keep_alive`; in floats `(a + b) - a` can come out
+    one ulp short of b (1019.3122553967629 + 10 - 1019.3122553967629 < 10), and a wake at
+    `a + b` would then find nobody due and linger. Nudging up by ulps keeps whole-number
+    timelines exact (22 + 30 = 52) and never wakes early.
+    """
+    t = idle_since_s + keep_alive_s
+    while t - idle_since_s < keep_alive_s:
+        t = math.nextafter(t, math.inf)
+    return t
+
+
 class _Worker:
     __slots__ = (
         "active",
@@ -203,6 +225,7 @@ class _Ep:
         self.max_workers = sim_ep.spec.scaling.max_workers
         self.throttled = 0  # workers now THROTTLED
         self.consult_always = True
+        self.skip_at_max = False
         self._rng = rng
         self._service = sim_ep.service
         self._buffer: list[float] = []
@@ -329,6 +352,7 @@ class Simulation:
         self._remaining = n
         self._horizon_passed = False
         self._finished = False
+        self._started = False
         self._end_s = config.duration_s
         self._iv_worker: array[int] = array("l")
         self._iv_state: array[int] = array("b")
@@ -345,15 +369,17 @@ class Simulation:
         self.controller_calls = 0
         for ep in self._eps:
             ep.ticking = self.controller.tick_interval_s(ep.eid) is not None
-            ep.consult_always = config.consult_on_arrival == "always" or not may_skip_served_arrivals(
-                ep.spec, ep.ticking
-            )
+            always = config.consult_on_arrival == "always"
+            ep.consult_always = always or not may_skip_served_arrivals(ep.spec, ep.ticking)
+            ep.skip_at_max = not always and (ep.ticking or ep.spec.policy.name in STATELESS_NO_WAKE_POLICIES)
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, progress: Callable[[float, float], None] | None = None, chunks: int = 100) -> RawRecords:
-        """Run to the end: arrivals stop at duration_s; the run ends when the last job ends."""
-        env = self.env
+    def start(self) -> None:
+        """Schedule the first controller pass, ticks, arrivals and the end-of-run checks."""
+        if self._started:
+            return
+        self._started = True
         for ep in self._eps:
             self._consult(ep, 0.0, arrival=False)
             interval = self.controller.tick_interval_s(ep.eid)
@@ -363,6 +389,11 @@ class Simulation:
             self._after(self._arrival[0], self._on_arrival)
         self._after(self.config.duration_s, self._on_horizon)
         self._after(self.config.duration_s + self.config.drain_limit_s, self._on_deadline)
+
+    def run(self, progress: Callable[[float, float], None] | None = None, chunks: int = 100) -> RawRecords:
+        """Run to the end: arrivals stop at duration_s; the run ends when the last job ends."""
+        env = self.env
+        self.start()
         horizon = self.config.duration_s + self.config.drain_limit_s
         step_s = horizon / max(1, chunks) if progress else horizon + 1.0
         t = 0.0
@@ -407,15 +438,18 @@ class Simulation:
             w = self._pop_free(ep)
             if w is not None:
                 self._dispatch(ep, w, j, now, False)
-                if ep.consult_always:
+                # A THROTTLED worker is stopped whenever demand is below the worker count,
+                # not at an expiry wake, so with one around the call is not a no-op.
+                if ep.consult_always or ep.throttled:
                     self._consult(ep, now, arrival=True)
                 return
         ep.queue.append(j)
-        if ep.consult_always or len(ep.workers) < ep.max_workers or ep.throttled:
+        if not ep.skip_at_max or len(ep.workers) < ep.max_workers or ep.throttled:
             self._consult(ep, now, arrival=True)
         # else: the endpoint is at max_workers, none THROTTLED, and none idle (the job queued):
         # guardrails can neither start (target <= max) nor stop (only idle or throttled
-        # workers are stopped), so for a demand-sized policy the call is a no-op.
+        # workers are stopped), and these policies keep no state and ask for no wake, so the
+        # call is a no-op.
 
     def _pop_free(self, ep: _Ep) -> _Worker | None:
         # Newest worker first (as SimFaaS and Lambda-like platforms do): load packs onto
@@ -497,15 +531,32 @@ class Simulation:
         if wake is not None and wake > now and (ep.pending_wake_s is None or wake < ep.pending_wake_s):
             ep.pending_wake_s = wake
             self._after(wake - now, self._on_wake, (ep, wake))
+        if not ep.ticking:
+            # The controller computes its expiry wake from the snapshot taken before it acted,
+            # so after stopping the one worker that was due it may name no wake although
+            # others are idle; look at the workers as they are now.
+            self._next_idle_expiry_wake(ep, now)
+
+    def _next_idle_expiry_wake(self, ep: _Ep, now: float) -> None:
+        if len(ep.workers) <= ep.spec.scaling.min_workers:
+            return
+        idle = [w.idle_since_s for w in ep.workers.values() if w.state == _IDLE and w.idle_since_s is not None]
+        if not idle:
+            return
+        grace = ep.spec.scaling.scale_to_zero_grace_s if len(ep.workers) == 1 else 0.0
+        wake = _expiry_s(min(idle), ep.keep_alive_s + grace)
+        if wake > now and (ep.pending_wake_s is None or wake < ep.pending_wake_s):
+            ep.pending_wake_s = wake
+            self._after(wake - now, self._on_wake, (ep, wake))
 
     def _expiry_wake(self, ep: _Ep, now: float) -> None:
         """A worker just went idle: make sure the controller looks again when it could expire."""
         if ep.ticking or len(ep.workers) <= ep.spec.scaling.min_workers:
             return
-        wake = now + ep.keep_alive_s
+        wake = _expiry_s(now, ep.keep_alive_s)
         if ep.pending_wake_s is None or wake < ep.pending_wake_s:
             ep.pending_wake_s = wake
-            self._after(ep.keep_alive_s, self._on_wake, (ep, wake))
+            self._after(wake - now, self._on_wake, (ep, wake))
 
     def _on_wake(self, ev: Any) -> None:
         ep, wake = ev._value

@@ -44,7 +44,7 @@ def summary_table(summary: pd.DataFrame, title: str, first: str = "endpoint", ma
             table.add_row(header, *(_cell(row.get(key), fmt) for _, row in summary.iterrows()))
         return table
     compact = [c for c in _COLUMNS if c[0] in {"jobs", "latency_p50_s", "latency_p99_s", "cold_start_fraction", "cost_usd"}]
-    table.add_column(first)
+    table.add_column(first, no_wrap=True)
     for _, header, _fmt in compact:
         table.add_column(header, justify="right")
     frame = summary if len(summary) <= max_rows else pd.concat([summary.head(max_rows - 1), summary.tail(1)])
