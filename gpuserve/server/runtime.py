@@ -76,6 +76,7 @@ class Runtime:
                 [e.deployment.spec for e in self.endpoints.values()], backend, store, self.clock
             )
         self._takers: dict[str, deque[asyncio.Future[None]]] = {eid: deque() for eid in self.endpoints}
+        self._taker_of: dict[asyncio.Future[None], LiveWorker] = {}  # parked job-take -> its worker
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._stops: dict[str, list[str]] = {}
         self._stop_waiters: dict[str, asyncio.Future[None]] = {}
@@ -218,6 +219,7 @@ class Runtime:
             fut: asyncio.Future[None] = loop.create_future()
             queue = self._takers.setdefault(eid, deque())
             queue.append(fut)
+            self._taker_of[fut] = worker
             handle = loop.call_later(remaining, _set_none, fut)
             try:
                 await fut
@@ -228,16 +230,27 @@ class Runtime:
                 raise
             finally:
                 handle.cancel()
+                self._taker_of.pop(fut, None)
                 with contextlib.suppress(ValueError):
                     queue.remove(fut)
 
     def _wake_takers(self, endpoint_id: str, count: int) -> None:
         queue = self._takers.get(endpoint_id)
+        skipped: list[asyncio.Future[None]] = []
         while queue and count > 0:
             fut = queue.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                count -= 1
+            if fut.done():
+                continue
+            owner = self._taker_of.get(fut)
+            if owner is not None and owner.draining:
+                # A draining worker (stopped, OUTDATED, stopPod) takes nothing: waking its parked
+                # take would spend the wake and leave the job queued while idle workers poll.
+                skipped.append(fut)
+                continue
+            fut.set_result(None)
+            count -= 1
+        if queue is not None and skipped:
+            queue.extendleft(reversed(skipped))
 
     def job_done(self, worker: LiveWorker, job_id: str, body: Any) -> str:
         now = self.clock.now_s()
