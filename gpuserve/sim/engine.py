@@ -735,8 +735,8 @@ class Simulation:
                 "gpu_type": w.ep.spec.gpu_type,
                 "gpus": w.ep.spec.gpus_needed,
                 "created_s": w.created_s,
-                "ready_s": w.ready_s,
-                "retired_s": self._retired_at.get(w.idx),
+                "ready_s": math.nan if w.ready_s is None else w.ready_s,
+                "retired_s": self._retired_at.get(w.idx, math.nan),  # NaN: alive at the end
                 "flash_resumed": w.stages.flash_resume_s > 0,
                 "image_pull_s": w.stages.image_pull_s,
                 "container_start_s": w.stages.container_start_s,

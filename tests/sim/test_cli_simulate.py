@@ -1,0 +1,84 @@
+"""`gpuserve simulate` end to end: results and plots on disk, sweeps, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from gpuserve.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "scenarios" / "quickstart.yaml"
+runner = CliRunner()
+
+
+def test_simulate_quickstart_writes_records_summary_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "qs"
+    result = runner.invoke(app, ["simulate", str(QUICKSTART), "--out", str(out), "--set", "duration_s=1800"])
+    assert result.exit_code == 0, result.output
+    assert "latency p99 s" in result.output and "cost USD" in result.output
+    for name in ("jobs.csv", "intervals.csv", "workers.csv", "summary.csv", "latency_cdf.png", "workers_by_state.png", "queue_length.png"):
+        assert (out / name).stat().st_size > 0, name
+    jobs = pd.read_csv(out / "jobs.csv")
+    assert {"endpoint", "job_id", "arrival_s", "start_s", "end_s", "delay_s", "execution_s", "cold", "worker_id"} <= set(jobs.columns)
+    assert jobs["arrival_s"].max() < 1800
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.loc[0, "jobs"] == len(jobs)
+
+
+def test_seed_option_changes_the_run_and_set_changes_a_field(tmp_path: Path) -> None:
+    args = ["simulate", str(QUICKSTART), "--set", "duration_s=600", "--no-plots"]
+    runner.invoke(app, [*args, "--out", str(tmp_path / "a"), "--seed", "1"])
+    runner.invoke(app, [*args, "--out", str(tmp_path / "b"), "--seed", "2"])
+    runner.invoke(app, [*args, "--out", str(tmp_path / "c"), "--seed", "1", "--set", "endpoint.scaling.max_workers=1"])
+    a, b, c = (pd.read_csv(tmp_path / d / "jobs.csv") for d in "abc")
+    assert not a["arrival_s"].equals(b["arrival_s"])
+    assert a["arrival_s"].equals(c["arrival_s"])
+    assert c["worker_id"].nunique() <= a["worker_id"].nunique()
+    assert pd.read_csv(tmp_path / "c" / "workers.csv").shape[0] >= 1
+
+
+def test_sweep_gives_one_row_per_setting_and_the_cost_plot(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    result = runner.invoke(
+        app,
+        ["simulate", str(QUICKSTART), "--out", str(out), "--set", "duration_s=900", "--sweep", "endpoint.scaling.idle_timeout_s=1,30,300"],
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "sweep.csv")
+    assert table["setting"].astype(str).tolist() == ["1", "30", "300"]
+    assert (out / "sweep_cost_vs_p99.png").stat().st_size > 0
+    # Longer keep-alive, fewer cold starts.
+    assert table["cold_start_fraction"].iloc[0] >= table["cold_start_fraction"].iloc[2]
+
+
+def test_bad_scenario_is_one_line_naming_field_and_value(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(QUICKSTART.read_text().replace("idle_timeout_s: 60", "idle_timeout_s: -3"))
+    result = runner.invoke(app, ["simulate", str(bad), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "endpoints[0].scaling.idle_timeout_s cannot be negative, was -3" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_set_and_sweep_values_exit_2() -> None:
+    for extra in (["--set", "nonsense"], ["--set", "endpoints.9.scaling.max_workers=1"], ["--sweep", "endpoint.scaling.max_workers="]):
+        result = runner.invoke(app, ["simulate", str(QUICKSTART), "--no-plots", *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert "error:" in result.output and "Traceback" not in result.output
+
+
+def test_console_script_reports_a_bad_file_without_a_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("endpoints:\n  - id: a\n    workload: {kind: poisson, rate_per_s: -2}\n")
+    gpuserve = Path(sys.executable).with_name("gpuserve")
+    proc = subprocess.run([str(gpuserve), "simulate", str(bad)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["error: endpoints[0].workload.rate_per_s cannot be negative, was -2"]
+    assert "Traceback" not in proc.stdout + proc.stderr
