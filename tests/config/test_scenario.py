@@ -159,7 +159,7 @@ def test_azure_trace_rows_become_endpoints(tmp_path: Path) -> None:
 
 def test_azure_header_is_checked(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("a,b,c\n1,2,3\n")
-    with pytest.raises(ConfigError, match="azure_trace.path .*HashOwner"):
+    with pytest.raises(ConfigError, match=r"azure_trace\.path .*HashOwner"):
         scenario_from_dict({"azure_trace": {"path": "x.csv"}}, tmp_path)
 
 
