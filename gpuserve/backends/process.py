@@ -284,7 +284,7 @@ class ProcessBackend:
             token,
             self.server_url,
             gpu_label=dep.spec.gpu_type or "cpu",
-            ping_interval_ms=self.ping_interval_ms,
+            ping_interval_ms=self._ping_ms(dep),
         )}
         env.update({
             "GPUSERVE_SPAWN_WALL_S": repr(p.spawn_wall_s),
@@ -315,6 +315,13 @@ class ProcessBackend:
         finally:
             logfile.close()
         log.info("spawned worker %s (pid %d) for %s", p.worker_id, p.popen.pid, p.endpoint_id)
+
+    def _ping_ms(self, dep: Deployment) -> int:
+        # Runpod's SDK pings every int(ms) // 1000 seconds and crashes its heartbeat process on
+        # a zero timeout, so it needs at least 1000 ms; gpuserve's SDK keeps milliseconds.
+        if dep.sdk == "runpod":
+            return max(1000, self.ping_interval_ms)
+        return self.ping_interval_ms
 
     def _stop(self, p: _Proc, now_s: float) -> None:
         self.registry.set_draining(p.worker_id, True)

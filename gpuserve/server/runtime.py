@@ -140,8 +140,10 @@ class Runtime:
             ttl_s=ttl_s,
             retention_s=retention_s,
         )
-        self._wake_takers(endpoint_id, 1)
+        # Scale first, then wake: a flash-boot revival clears its worker's drain inside
+        # _arrival, so its parked take (skipped while draining) can receive this job.
         self._arrival(endpoint_id, low_priority)
+        self._wake_takers(endpoint_id, 1)
         return job
 
     def _arrival(self, endpoint_id: str, low_priority: bool) -> None:
@@ -184,8 +186,8 @@ class Runtime:
 
     def retry(self, job_id: str) -> Job:
         job = self.store.retry(job_id, self.clock.now_s())
-        self._wake_takers(job.endpoint_id, 1)
         self._arrival(job.endpoint_id, job.low_priority)
+        self._wake_takers(job.endpoint_id, 1)
         return job
 
     def worker_views(self, endpoint_id: str) -> Sequence[WorkerView]:

@@ -371,6 +371,8 @@ def _make_handler(dev: DevServer) -> type[BaseHTTPRequestHandler]:
             if segs in (["run"], ["runsync"]):
                 if not isinstance(payload, dict) or "input" not in payload:
                     return self._error(400, "input: the body must be a JSON object with an 'input' key")
+                if not isinstance(payload["input"], dict):
+                    return self._error(400, f"input must be a JSON object, was {payload['input']!r:.200}")
                 lj = dev.submit(payload)
                 if segs == ["run"]:
                     return self._send(200, {"id": lj.id, "status": "IN_QUEUE"})

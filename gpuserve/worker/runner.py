@@ -124,6 +124,13 @@ class _Route:
     sink: JobSink
     job: Job
     pending: list[concurrent.futures.Future[Any] | asyncio.Future[Any]] = field(default_factory=list)
+    # Posts go out one at a time, in call order: three quick updates must not overtake each other.
+    order: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+async def _in_order(route: _Route, data: Any) -> None:
+    async with route.order:
+        await route.sink.progress(route.job, data)
 
 
 _routes: dict[str, _Route] = {}
@@ -149,9 +156,9 @@ def progress_update(job: Job, data: Any) -> None:
         running = None
     fut: concurrent.futures.Future[Any] | asyncio.Future[Any]
     if running is route.loop:
-        fut = route.loop.create_task(route.sink.progress(job, data))
+        fut = route.loop.create_task(_in_order(route, data))
     else:
-        fut = asyncio.run_coroutine_threadsafe(route.sink.progress(job, data), route.loop)
+        fut = asyncio.run_coroutine_threadsafe(_in_order(route, data), route.loop)
     with _routes_lock:
         route.pending.append(fut)
 

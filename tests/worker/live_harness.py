@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 
 FAST = ServerSettings(
     poll_timeout_s=2.0,
-    heartbeat_interval_s=0.2,
+    heartbeat_interval_s=0.5,
     tick_interval_s=0.2,
     maintenance_interval_s=0.05,
     webhook_retry_delay_s=0.2,
@@ -71,9 +72,12 @@ class Live:
     def __init__(self, tmp_path: Path, deployments: Iterable[Deployment], settings: ServerSettings = FAST) -> None:
         self.tmp_path = tmp_path
         self.registry = WorkerRegistry()
+        deps = list(deployments)
+        if any(d.sdk == "runpod" for d in deps) and settings.heartbeat_interval_s < 1.0:
+            # Runpod's SDK pings in whole seconds (at least 1 s): widen the liveness window to match.
+            settings = replace(settings, heartbeat_interval_s=1.0)
         self.settings = settings
         self.backend: ProcessBackend | None = None
-        deps = list(deployments)
 
         def runtime_for(url: str) -> Runtime:
             self.backend = ProcessBackend(
@@ -137,8 +141,8 @@ class Live:
     def workers(self, endpoint_id: str) -> list[Any]:
         return self.registry.all(endpoint_id)
 
-    def all_logs(self) -> str:
+    def all_logs(self, tail_chars: int = 3000) -> str:
         folder = self.tmp_path / "logs"
         if not folder.is_dir():
             return ""
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(folder.glob("*.log")))
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-tail_chars:]}" for p in sorted(folder.glob("*.log")))
