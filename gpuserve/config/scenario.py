@@ -142,6 +142,9 @@ class ColdStartModel(_M):
     network_volume_bandwidth_gb_s: Pos | None = None
     flash_resume_s: NonNeg | None = None
     flash_retention_s: NonNeg | None = None
+    platform_start_s: NonNeg | None = None
+    dispatch_s: NonNeg | None = None
+    result_post_s: NonNeg | None = None
 
 
 class EndpointTemplate(_M):

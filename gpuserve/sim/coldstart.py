@@ -29,11 +29,12 @@ class StageTimes:
     runtime_init_s: float = 0.0
     model_load_s: float = 0.0
     flash_resume_s: float = 0.0
+    platform_start_s: float = 0.0  # the platform's own start-up overhead (calibrated), on every start
 
     @property
     def before_gpu_s(self) -> float:
         """Stages that need no GPU: the container comes up and imports its runtime first."""
-        return self.image_pull_s + self.container_start_s + self.runtime_init_s
+        return self.platform_start_s + self.image_pull_s + self.container_start_s + self.runtime_init_s
 
     @property
     def total_s(self) -> float:
@@ -57,6 +58,13 @@ class ColdStartProfile:
     network_volume_bandwidth_gb_s: float = 0.5
     flash_resume_s: float = 2.0
     flash_retention_s: float = 300.0
+    # Platform overheads of one host (`gpuserve calibrate`), 0 unless a profile measures them:
+    # spawn -> first job-take of a bare worker, added to every start; job submitted -> taken by
+    # an idle worker, added to the queue delay; and the per-job cost around the handler (taking,
+    # posting the result), added to the execution time.
+    platform_start_s: float = 0.0
+    dispatch_s: float = 0.0
+    result_post_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -91,13 +99,14 @@ class ColdStartProfile:
         """Stage times for one start. `image_wait_s` None means the image must be pulled in full;
         a number is what is left of a pull already under way on that host (0 when cached)."""
         if flash:
-            return StageTimes(flash_resume_s=self.flash_resume_s)
+            return StageTimes(flash_resume_s=self.flash_resume_s, platform_start_s=self.platform_start_s)
         pull_s = self.pulled_gb / self.pull_bandwidth_gb_s if image_wait_s is None else image_wait_s
         return StageTimes(
             image_pull_s=pull_s,
             container_start_s=self.container_start_s,
             runtime_init_s=self.runtime_init_s,
             model_load_s=self.model_size_gb / self.load_bandwidth_gb_s(),
+            platform_start_s=self.platform_start_s,
         )
 
     @property

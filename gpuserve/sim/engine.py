@@ -228,6 +228,10 @@ class _Ep:
         self.skip_at_max = False
         self._rng = rng
         self._service = sim_ep.service
+        # Calibrated platform overheads (0 by default): a job starts dispatch_s after a worker is
+        # free for it and holds the worker result_post_s beyond its service time.
+        self.dispatch_s = sim_ep.cold_start.dispatch_s
+        self.job_overhead_s = sim_ep.cold_start.dispatch_s + sim_ep.cold_start.result_post_s
         self._buffer: list[float] = []
         self._pos = 0
 
@@ -468,7 +472,7 @@ class Simulation:
             heapq.heappush(ep.free_heap, (-w.idx, w))
 
     def _dispatch(self, ep: _Ep, w: _Worker, j: int, now: float, cold: bool) -> None:
-        self._start[j] = now
+        self._start[j] = now + ep.dispatch_s
         self._worker_of[j] = w.idx
         self._cold[j] = cold
         w.in_flight += 1
@@ -485,7 +489,7 @@ class Simulation:
             self._status[j] = _TIMED_OUT
         else:
             self._status[j] = _COMPLETED
-        ev = simpy.Timeout(self.env, d, (w, j))
+        ev = simpy.Timeout(self.env, d + ep.job_overhead_s, (w, j))
         ev.callbacks.append(self._on_done)
 
     def _on_done(self, ev: Any) -> None:
@@ -743,6 +747,7 @@ class Simulation:
                 "runtime_init_s": w.stages.runtime_init_s,
                 "model_load_s": w.stages.model_load_s,
                 "flash_resume_s": w.stages.flash_resume_s,
+                "platform_start_s": w.stages.platform_start_s,
             }
             for w in self._all_workers
         ]
