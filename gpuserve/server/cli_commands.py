@@ -71,6 +71,7 @@ def serve(
     from gpuserve.config.endpoints import load_endpoints
     from gpuserve.core.errors import GpuserveError
     from gpuserve.server.app import create_app
+    from gpuserve.server.fastpath import FastPath
     from gpuserve.server.serve import bind_socket, runtime_from_config, url_of, uvicorn_config
 
     try:
@@ -95,7 +96,7 @@ def serve(
         )
     if open_eps:
         console.print(f"[yellow]warning:[/] no API key protects {', '.join(open_eps)}; anyone who can reach {url} may use it")
-    server = uvicorn.Server(uvicorn_config(create_app(runtime), log_level=log_level))
+    server = uvicorn.Server(uvicorn_config(FastPath(create_app(runtime)), log_level=log_level))
     server.run(sockets=[sock])
 
 

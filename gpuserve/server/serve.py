@@ -17,6 +17,7 @@ from gpuserve.config.endpoints import ServeConfig
 from gpuserve.core.clock import Clock
 from gpuserve.core.errors import BackendError
 from gpuserve.server.app import create_app
+from gpuserve.server.fastpath import FastPath
 from gpuserve.server.runtime import Endpoint, Runtime
 from gpuserve.server.settings import ServerSettings
 from gpuserve.server.workers import WorkerRegistry
@@ -118,12 +119,18 @@ def uvicorn_config(app: Any, log_level: str = "warning") -> uvicorn.Config:
 class ServerThread:
     """A real uvicorn server on 127.0.0.1 in a background thread (tests, benchmarks, embedding)."""
 
-    def __init__(self, runtime_for_url: Callable[[str], Runtime], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        runtime_for_url: Callable[[str], Runtime],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        fast_path: bool = True,
+    ) -> None:
         self._sock = bind_socket(host, port)
         self.url = url_of(self._sock)
         self.runtime = runtime_for_url(self.url)
         self.app = create_app(self.runtime)
-        self._server = uvicorn.Server(uvicorn_config(self.app))
+        self._server = uvicorn.Server(uvicorn_config(FastPath(self.app) if fast_path else self.app))
         self._thread = threading.Thread(target=self._run, name="gpuserve-server", daemon=True)
         self._error: BaseException | None = None
 

@@ -28,7 +28,7 @@ KEY = "sk-test-key"
 # Short intervals so liveness, polls and webhook retries play out in a test's lifetime.
 FAST = ServerSettings(
     poll_timeout_s=1.0,
-    heartbeat_interval_s=0.5,
+    heartbeat_interval_s=1.0,  # the runpod SDK's heartbeat needs >= 1000 ms (below, its timeout is 0 and it dies)
     missed_heartbeats=3,
     webhook_retry_delay_s=0.05,
     maintenance_interval_s=0.05,
@@ -123,10 +123,10 @@ class Harness:
         return httpx.Client(base_url=f"{self.url}/v2/{ep}", headers={"Authorization": token}, timeout=60)
 
     # -- real worker processes ---------------------------------------------------------
-    def spawn_worker(self, dep: Deployment, worker_id: str, ping_interval_ms: int = 500) -> subprocess.Popen[bytes]:
+    def spawn_worker(self, dep: Deployment, worker_id: str, ping_interval_ms: int = 1000) -> subprocess.Popen[bytes]:
         token = self.registry.add(worker_id, dep.endpoint_id, self.rt.clock.now_s(), capacity=dep.spec.concurrency_per_worker)
         env = {**os.environ, **worker_env(dep, worker_id, token, self.url, ping_interval_ms=ping_interval_ms)}
-        env["RUNPOD_LOG_LEVEL"] = "WARN"
+        env["RUNPOD_LOG_LEVEL"] = os.environ.get("TEST_RUNPOD_LOG_LEVEL", "WARN")
         log = open(self.data_dir / f"{worker_id}.log", "ab")
         proc = subprocess.Popen(
             [sys.executable, str(dep.handler_path)],
@@ -164,6 +164,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
         backend: str | None = None,
         keys: tuple[str, ...] = (KEY,),
         data_dir: Path | None = None,
+        fast_path: bool = True,
     ) -> Harness:
         deps = deployments or [deployment()]
         folder = data_dir or tmp_path
@@ -185,7 +186,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
             eps = [Endpoint(d, frozenset(hash_token(k) for k in keys)) for d in deps]
             return Runtime(eps, store, registry, backend=be, settings=settings)
 
-        h = Harness(ServerThread(runtime_for).start(), folder)
+        h = Harness(ServerThread(runtime_for, fast_path=fast_path).start(), folder)
         started.append(h)
         return h
 

@@ -32,10 +32,11 @@ def done(worker: httpx.Client, job_id: str, body: object, worker_id: str = "w1",
     )
 
 
-def test_run_take_done_status_round_trip(make_server):
-    h = make_server()
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "fastapi-routes"])
+def test_run_take_done_status_round_trip(make_server, fast_path):
+    h = make_server(fast_path=fast_path)
     w = h.add_worker()
-    job_id = h.run({"input": {"x": 1}, "webhook": None if False else "http://127.0.0.1:9/x", "s3Config": {"b": 1}})
+    job_id = h.run({"input": {"x": 1}, "webhook": "http://127.0.0.1:9/x", "s3Config": {"b": 1}})
     assert h.status(job_id) == {"id": job_id, "status": "IN_QUEUE"}
     r = take(w)
     assert r.status_code == 200
@@ -52,6 +53,12 @@ def test_run_take_done_status_round_trip(make_server):
     # Idempotent job-done: a retry of the same post changes nothing.
     assert done(w, job_id, {"output": {"y": 3}}).status_code == 200
     assert h.status(job_id)["output"] == {"y": 2}
+    # Query parameters and errors behave the same on both paths.
+    r = h.client.post("/v2/ep/runsync?wait=abc", json={"input": {}})
+    assert r.status_code == 422 and "wait" in r.json()["error"] and "abc" in r.json()["error"]
+    r = w.get("/job-take-batch/w1?batch_size=0")
+    assert r.status_code == 422 and "batch_size" in r.json()["error"]
+    assert h.client.get("/v2/missing/status/x").status_code == 404
 
 
 def test_long_poll_is_woken_by_a_submit_and_204_when_empty(make_server):
@@ -338,7 +345,7 @@ def test_execution_timeout_and_ttl(make_server):
 
 
 def test_missed_heartbeats_requeue_then_fail_past_the_retry_limit(make_server):
-    h = make_server()
+    h = make_server(settings=replace(FAST, heartbeat_interval_s=0.3))
     job_id = h.run({"input": {}})
     for n in range(FAST.max_retries + 1):
         wid = f"lost{n}"

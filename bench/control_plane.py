@@ -1,0 +1,229 @@
+"""Control-plane benchmark: /runsync latency and end-to-end throughput through gpuserve's real queue and separate
+worker processes, side by side with the runpod package's own local test server serving the same handler.
+
+    .venv/bin/python bench/control_plane.py [--seq 1000] [--jobs 4000] [--clients 32] [--workers 2]
+
+What runs, all on this machine:
+- gpuserve: `gpuserve serve` in its own process (SQLite store, process backend); `--workers` worker
+  processes on gpuserve's worker SDK (min_workers keeps them warm); the client is this process.
+- runpod: `python handler.py --rp_serve_api` (runpod 1.12.0's FastAPI dev server), which runs the
+  handler inside the server process: no queue, no worker hop, nothing stored.
+- cold start: a second gpuserve endpoint at zero workers; the first /runsync's delayTime is the time from
+  submission until a freshly spawned worker process took the job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sk-bench"
+
+HANDLER_GPUSERVE = """from gpuserve import serverless
+
+
+def handler(job):
+    return job["input"]
+
+
+serverless.start({"handler": handler})
+"""
+
+HANDLER_RUNPOD = """import runpod
+
+
+def handler(job):
+    return job["input"]
+
+
+runpod.serverless.start({"handler": handler})
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout_s: float = 60.0, headers: dict[str, str] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, headers=headers, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def sequential(base: str, path: str, n: int, headers: dict[str, str]) -> dict[str, float]:
+    """n /runsync calls one after another on one keep-alive connection; latencies in ms."""
+    lat: list[float] = []
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as c:
+        for i in range(n + 50):
+            t0 = time.perf_counter()
+            r = c.post(path, json={"input": {"i": i}})
+            dt = (time.perf_counter() - t0) * 1000
+            body = r.json()
+            if r.status_code != 200 or body.get("status") != "COMPLETED" or body.get("output") != {"i": i}:
+                raise RuntimeError(f"bad reply {r.status_code}: {body}")
+            if i >= 50:  # warm-up
+                lat.append(dt)
+    return {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": statistics.fmean(lat)}
+
+
+async def _throughput(base: str, path: str, jobs: int, clients: int, headers: dict[str, str]) -> float:
+    # aiohttp rather than httpx here: the load generator shares the 2 cores with what it measures,
+    # and aiohttp spends about a third of httpx's CPU per request.
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(base, headers=headers, connector=connector) as c:
+        counter = iter(range(jobs))
+
+        async def post(i: int) -> None:
+            async with c.post(path, json={"input": {"i": i}}) as r:
+                body = await r.json()
+            if body.get("status") != "COMPLETED" or body.get("output") != {"i": i}:
+                raise RuntimeError(f"bad reply: {body}")
+
+        async def client() -> None:
+            for i in counter:
+                await post(i)
+
+        await asyncio.gather(*(post(-1) for _ in range(clients)))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return jobs / (time.perf_counter() - t0)
+
+
+def throughput(base: str, path: str, jobs: int, clients: int, headers: dict[str, str]) -> float:
+    return asyncio.run(_throughput(base, path, jobs, clients, headers))
+
+
+def run_gpuserve(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    (work / "handler.py").write_text(HANDLER_GPUSERVE)
+    port = free_port()
+    (work / "endpoints.yaml").write_text(
+        json.dumps(
+            {
+                "server": {"heartbeat_interval_s": 10},
+                "api_keys": [KEY],
+                "endpoints": [
+                    {
+                        "id": "echo",
+                        "handler": "handler.py",
+                        "concurrency_per_worker": args.concurrency,
+                        "scaling": {"min_workers": args.workers, "max_workers": args.workers, "idle_timeout_s": 60},
+                    },
+                    {
+                        "id": "cold",
+                        "handler": "handler.py",
+                        "scaling": {"min_workers": 0, "max_workers": 1, "idle_timeout_s": 600},
+                    },
+                ],
+            }
+        )
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gpuserve.cli", "serve", str(work / "endpoints.yaml"), "--port", str(port),
+         "--data-dir", str(work / "data"), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "server.log", "wb"),
+        cwd=ROOT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {KEY}"}
+    try:
+        wait_http(f"{base}/v2/echo/health", headers=headers)
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/v2/echo/health", headers=headers).json()["workers"]["idle"] < args.workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not become ready")
+            time.sleep(0.1)
+        cold = httpx.post(f"{base}/v2/cold/runsync", json={"input": {"i": 0}}, headers=headers, timeout=60).json()
+        seq = sequential(base, "/v2/echo/runsync", args.seq, headers)
+        tput = throughput(base, "/v2/echo/runsync", args.jobs, args.clients, headers)
+        return {**seq, "jobs_per_s": tput, "cold_start_to_first_job_ms": cold.get("delayTime")}
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def run_runpod(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    (work / "handler_rp.py").write_text(HANDLER_RUNPOD)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
+    env["RUNPOD_LOG_LEVEL"] = "ERROR"
+    proc = subprocess.Popen(
+        [sys.executable, str(work / "handler_rp.py"), "--rp_serve_api", "--rp_api_port", str(port),
+         "--rp_api_host", "127.0.0.1", "--rp_log_level", "ERROR"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "runpod.log", "wb"),
+        env=env,
+        cwd=work,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/docs")
+        seq = sequential(base, "/runsync", args.seq, {})
+        tput = throughput(base, "/runsync", args.jobs, args.clients, {})
+        return {**seq, "jobs_per_s": tput}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seq", type=int, default=1000, help="sequential /runsync calls (after 50 warm-up)")
+    ap.add_argument("--jobs", type=int, default=4000, help="jobs in the throughput run")
+    ap.add_argument("--clients", type=int, default=32, help="concurrent clients in the throughput run")
+    ap.add_argument("--workers", type=int, default=2, help="gpuserve worker processes")
+    ap.add_argument("--concurrency", type=int, default=1, help="jobs each gpuserve worker runs at once (batch takes)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gpuserve-bench-") as tmp:
+        work = Path(tmp)
+        ours = run_gpuserve(args, work)
+        theirs = run_runpod(args, work)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"{'':34}{'gpuserve':>12}{'runpod local':>14}{'ratio':>8}")
+    rows = [("sequential /runsync p50 (ms)", "p50_ms"), ("sequential /runsync p99 (ms)", "p99_ms"),
+            ("sequential /runsync mean (ms)", "mean_ms"), (f"throughput, {args.clients} clients (jobs/s)", "jobs_per_s")]
+    for label, key in rows:
+        a, b = float(ours[key]), float(theirs[key])  # type: ignore[arg-type]
+        print(f"{label:34}{a:12.2f}{b:14.2f}{a / b:8.2f}")
+    print(f"gpuserve process worker, cold start to first job: {ours['cold_start_to_first_job_ms']} ms (delayTime)")
+    print(json.dumps({"gpuserve": ours, "runpod_local": theirs, "args": vars(args)}))
+
+
+if __name__ == "__main__":
+    main()
