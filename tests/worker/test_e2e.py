@@ -258,3 +258,25 @@ def test_refresh_worker_replaces_the_process(tmp_path: Path, sdk: str) -> None:
     assert first["status"] == second["status"] == "COMPLETED"
     assert first["output"] == first["workerId"]
     assert second["workerId"] != first["workerId"] and second["output"] == second["workerId"]
+
+
+def test_examples_served_from_their_endpoints_yaml(tmp_path: Path) -> None:
+    from gpuserve.config.endpoints import load_endpoints
+
+    root = Path(__file__).resolve().parents[2]
+    deps = [e.deployment for e in load_endpoints(root / "examples" / "endpoints.yaml").endpoints]
+    inputs = {
+        "echo": ({"x": 1}, {"echo": {"x": 1}}),
+        "streaming": ({"text": "a b", "delay_s": 0}, [{"index": 0, "token": "a"}, {"index": 1, "token": "b"}]),
+        "async-concurrent": ({"seconds": 0.01}, None),
+        "slow-progress": ({"steps": 2, "work": 10}, None),
+    }
+    with Live(tmp_path, deps) as live:
+        jobs = {eid: live.run(eid, inp) for eid, (inp, _) in inputs.items()}
+        bodies = {eid: live.wait(eid, job) for eid, job in jobs.items()}
+    for eid, (_, expected) in inputs.items():
+        assert bodies[eid]["status"] == "COMPLETED", bodies[eid]
+        if expected is not None:
+            assert bodies[eid]["output"] == expected
+    assert bodies["async-concurrent"]["output"]["worker_id"] == bodies["async-concurrent"]["workerId"]
+    assert bodies["slow-progress"]["output"]["steps"] == 2
