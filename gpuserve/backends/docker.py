@@ -149,6 +149,7 @@ class _Worker:
     paused: bool = False
     record: ColdStartRecord | None = None
     busy: bool = False  # a Docker call for it is on the pool
+    op_id: int = 0  # which pool call owns `busy` (a call may hand the worker over before it returns)
     last_logs: str = ""
 
 
@@ -611,6 +612,8 @@ class DockerBackend:
             w.retained_since_s = self._now()
             if not w.paused:
                 self.gpus.release(w.worker_id)  # a stopped container holds no GPU memory
+            # Revivable from this instant: a job that arrives now must not miss it and start cold.
+            w.busy = False
         log.info("worker %s retained (%s) for %.0f s", w.worker_id, self.flash_mode, self.retention_s)
 
     def _pick_retained(self, endpoint_id: str, version: str) -> _Worker | None:
@@ -826,6 +829,8 @@ class DockerBackend:
             if w.busy or self._closed:
                 return
             w.busy = True
+            w.op_id += 1
+            op_id = w.op_id
 
         def run() -> None:
             try:
@@ -838,7 +843,8 @@ class DockerBackend:
                     log.exception("docker backend: cleaning up %s failed", w.worker_id)
             finally:
                 with self._lock:
-                    w.busy = False
+                    if w.op_id == op_id:
+                        w.busy = False
 
         self._track(self._pool.submit(run))
 
