@@ -56,7 +56,7 @@ def test_csv_timestamps(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("id,ts_ms\na,5000\nb,2000\nc,3500\n")
     assert load_timestamps_csv(path, "ts_ms", time_scale=0.001) == (0.0, 1.5, 3.0)
-    with pytest.raises(ConfigError, match="workload.column is not a column"):
+    with pytest.raises(ConfigError, match=r"workload\.column is not a column"):
         load_timestamps_csv(path, "nope")
 
 
@@ -106,5 +106,5 @@ def test_billing_mask_follows_core_rule() -> None:
     active = np.array([False, False, False, False, True])
     assert BillingModel().billed_mask(states, processing, active).tolist() == [False, False, True, False, True]
     assert BillingModel(idle_billed=True).billed_mask(states, processing, active).tolist() == [False, True, True, False, True]
-    with pytest.raises(ConfigError, match="billing.active_discount"):
+    with pytest.raises(ConfigError, match=r"billing\.active_discount"):
         BillingModel(active_discount=2.0)
