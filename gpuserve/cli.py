@@ -123,6 +123,16 @@ def _register_live_commands() -> None:
 _register_live_commands()
 
 
+def _register_fidelity_commands() -> None:
+    # replay, compare, calibrate: the simulator-against-live loop.
+    from gpuserve.fidelity.cli_commands import register
+
+    register(app)
+
+
+_register_fidelity_commands()
+
+
 def main() -> None:
     try:
         app()

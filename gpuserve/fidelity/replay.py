@@ -1,0 +1,417 @@
+"""`gpuserve replay`: run a scenario's own arrivals, service times and endpoint settings on the live platform.
+
+A real gpuserve server (uvicorn on 127.0.0.1, SQLite store, the core Controller over the
+process or Docker backend) serves the scenario's endpoints; each worker is the synthetic
+worker (gpuserve/fidelity/synthetic_worker.py); a separate client process submits every job
+at its scheduled time. With `speedup` K every scenario time is divided by K on the way in
+(arrivals, service, cold starts, idle timeouts, queue-delay targets, policy windows,
+execution timeouts) and multiplied by K on the way out, so the records are in scenario
+seconds and line up with `gpuserve simulate`'s. What does not shrink: the platform's own
+overheads (process spawn, SDK start, HTTP dispatch and result posts), which therefore weigh
+K times more in the scaled-back records; `gpuserve calibrate` measures them so the
+simulator can include them (see FIDELITY.md).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from gpuserve.backends.base import Deployment, LiveBackend
+from gpuserve.config.scenario import Scenario
+from gpuserve.core.errors import ConfigError, GpuserveError
+from gpuserve.fidelity.plan import ColdStartLedger, JobPlan, job_plan, scale_spec
+from gpuserve.fidelity.recorder import RecordingBackend, RecordingRegistry
+from gpuserve.server.runtime import Endpoint, Runtime
+from gpuserve.server.serve import ServerThread
+from gpuserve.server.settings import ServerSettings
+from gpuserve.server.workers import hash_token
+from gpuserve.sim.engine import JOB_STATUSES, STATE_CODES, RawRecords
+from gpuserve.sim.records import SimResult, build_result
+from gpuserve.store.sqlite import SqliteJobStore
+
+__all__ = ["REPLAY_SETTINGS", "ReplayRun", "make_backend", "replay"]
+
+BackendName = Literal["process", "docker"]
+Mode = Literal["sleep", "busy"]
+
+API_KEY = "sk-replay"
+WORKER_SCRIPT = Path(__file__).with_name("synthetic_worker.py")
+
+# The maintenance pass (deadlines, backend poll, controller wakes) runs every 20 ms: at
+# speedup 10 an idle worker is stopped within 0.2 scenario seconds of its keep-alive.
+REPLAY_SETTINGS = ServerSettings(
+    poll_timeout_s=10.0,
+    heartbeat_interval_s=2.0,
+    missed_heartbeats=5,
+    tick_interval_s=0.5,
+    maintenance_interval_s=0.02,
+)
+_STATUS_CODE = {name: i for i, name in enumerate(JOB_STATUSES)}
+
+
+@dataclass
+class ReplayRun:
+    """A finished replay: results in scenario seconds and what the run noticed about itself."""
+
+    result: SimResult
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, out_dir: Path, fmt: Literal["csv", "parquet"] = "csv", plots: bool = True) -> list[Path]:
+        paths = self.result.write(out_dir, fmt)
+        meta_path = out_dir / "replay.json"
+        meta_path.write_text(json.dumps(self.meta, indent=2, default=str))
+        paths.append(meta_path)
+        if plots:
+            from gpuserve.sim.plots import plot_run
+
+            paths += plot_run(self.result, out_dir)
+        return paths
+
+
+def _check(scenario: Scenario) -> list[str]:
+    notes = []
+    cfg = scenario.config
+    for h in cfg.hosts:
+        for ep in cfg.endpoints:
+            spec = ep.spec
+            have = h.gpus.get(spec.gpu_type or "", 0)
+            if spec.gpus_needed and spec.scaling.max_workers * spec.gpus_needed > have * len(cfg.hosts):
+                notes.append(
+                    f"endpoint {spec.endpoint_id}: the simulated hosts may run out of {spec.gpu_type} GPUs "
+                    "(THROTTLED workers); the live backend here does not model GPU placement"
+                )
+    return notes
+
+
+def make_backend(
+    name: BackendName, url: str, registry: RecordingRegistry, work: Path, settings: ServerSettings
+) -> LiveBackend:
+    ping_ms = int(settings.heartbeat_interval_s * 1000)
+    if name == "process":
+        from gpuserve.backends.process import ProcessBackend
+
+        return ProcessBackend(url, registry, logs_dir=work / "logs", ping_interval_ms=ping_ms, stop_grace_s=3.0)
+    from gpuserve.backends.docker import DockerBackend
+
+    # No Docker flash boot (pause/unpause): the replay's own ledger decides when a start is a
+    # flash resume, so that the worker's init phase lasts what the simulator says.
+    return DockerBackend(
+        url, registry, namespace=f"replay-{work.name[-8:]}", retention_s=0.0, state_dir=work / "docker",
+        ping_interval_ms=ping_ms, stop_timeout_s=3,
+    )
+
+
+def replay(
+    scenario: Scenario,
+    *,
+    backend: BackendName = "process",
+    speedup: float = 1.0,
+    mode: Mode = "sleep",
+    work_dir: Path | None = None,
+    settings: ServerSettings = REPLAY_SETTINGS,
+    progress: Callable[[float, float], None] | None = None,
+) -> ReplayRun:
+    """Run the scenario live and return its records in scenario seconds (see the module docstring)."""
+    if not speedup > 0:
+        raise ConfigError("speedup", speedup, "must be positive")
+    if backend not in ("process", "docker"):
+        raise ConfigError("backend", backend, "must be process or docker")
+    if mode not in ("sleep", "busy"):
+        raise ConfigError("mode", mode, "must be sleep or busy")
+    cfg = scenario.config
+    plan = job_plan(cfg)
+    k = float(speedup)
+    own_dir = work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="gpuserve-replay-")) if work_dir is None else work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    worker_dir = work / "worker"
+    plans = worker_dir / "plans"
+    plans.mkdir(parents=True, exist_ok=True)
+    handler = worker_dir / WORKER_SCRIPT.name
+    shutil.copyfile(WORKER_SCRIPT, handler)
+    plan_env_dir = str(plans.resolve()) if backend == "process" else "/app/plans"
+
+    clock_origin = {"t0": time.time()}
+
+    def scen(t_wall: float) -> float:
+        return (t_wall - clock_origin["t0"]) * k
+
+    ledgers = {ep.spec.endpoint_id: ColdStartLedger(ep.cold_start, ep.spec.scaling.flash_boot) for ep in cfg.endpoints}
+    deployments = [
+        Deployment(
+            spec=scale_spec(ep.spec, k),
+            handler_path=str(handler),
+            env={"GPUSERVE_FIDELITY_DIR": plan_env_dir, "GPUSERVE_FIDELITY_MODE": mode},
+            sdk="gpuserve",
+        )
+        for ep in cfg.endpoints
+    ]
+    registry = RecordingRegistry()
+    for ep in cfg.endpoints:
+        registry.min_workers[ep.spec.endpoint_id] = ep.spec.scaling.min_workers
+    holder: dict[str, Any] = {}
+
+    def runtime_for(url: str) -> Runtime:
+        inner = make_backend(backend, url, registry, work, settings)
+        wrapped = RecordingBackend(
+            inner,
+            registry,
+            plans,
+            start_stages=lambda eid, now: ledgers[eid].start(scen(now)),
+            # The platform pays its own start-up for real; the worker sleeps only the modelled stages.
+            init_s=lambda stages: (stages.total_s - stages.platform_start_s) / k,
+            on_retire=lambda eid, now, ready: ledgers[eid].retire(scen(now), ready),
+        )
+        store = SqliteJobStore(work / "jobs.sqlite3", now_s=time.time())
+        holder["store"] = store
+        holder["backend"] = inner
+
+        def created(job_id: str) -> float | None:
+            job = store.get(job_id)
+            return None if job is None else job.created_s
+
+        registry.job_created_s = created
+        endpoints = [Endpoint(d, frozenset({hash_token(API_KEY)})) for d in deployments]
+        return Runtime(endpoints, store, registry, backend=wrapped, settings=settings)
+
+    plan_path = work / "client_plan.json"
+    sent_path = work / "client_sent.jsonl"
+    plan_path.write_text(
+        json.dumps(
+            {
+                "api_key": API_KEY,
+                "jobs": [
+                    [plan.endpoint_ids[int(e)], float(a) / k, float(s) / k]
+                    for e, a, s in zip(plan.endpoint_index, plan.arrival_s, plan.service_s, strict=True)
+                ],
+            }
+        )
+    )
+    with open(work / "client.log", "wb") as client_log:  # the child keeps its own descriptor
+        client = subprocess.Popen(
+            [sys.executable, "-m", "gpuserve.fidelity.client", str(plan_path), str(sent_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=client_log,
+            text=True,
+        )
+    server = ServerThread(runtime_for)
+    try:
+        clock_origin["t0"] = time.time()
+        server.start()
+        assert client.stdin is not None
+        client.stdin.write(f"{server.url} {clock_origin['t0']!r}\n")
+        client.stdin.close()
+        t0 = clock_origin["t0"]
+        horizon_wall = t0 + cfg.duration_s / k
+        deadline_wall = t0 + (cfg.duration_s + cfg.drain_limit_s) / k
+        store: SqliteJobStore = holder["store"]
+        sent = _wait_for_client(client, sent_path, len(plan), deadline_wall, work, progress, t0, k, cfg.duration_s)
+        end_wall = _wait_for_jobs(store, sent, horizon_wall, deadline_wall, progress, t0, k, cfg.duration_s)
+        registry.close_all(end_wall)
+        jobs = {rec["job_id"]: store.get(rec["job_id"]) for rec in sent}
+        raw, extra = _raw_records(scenario, plan, sent, jobs, registry, end_wall, scen, t0)
+    finally:
+        server.stop()
+        if client.poll() is None:
+            client.kill()
+    result = build_result(raw)
+    result.jobs["scheduled_arrival_s"] = extra["scheduled_s"]
+    result.jobs["service_planned_s"] = extra["service_s"]
+    meta = {
+        "scenario": scenario.name,
+        "backend": backend,
+        "speedup": k,
+        "mode": mode,
+        "jobs_planned": len(plan),
+        "jobs_submitted": len(sent),
+        "client_lag_p50_ms": float(np.percentile(extra["lag_s"], 50) * 1000) if len(sent) else None,
+        "client_lag_p99_ms": float(np.percentile(extra["lag_s"], 99) * 1000) if len(sent) else None,
+        "failed_jobs": extra["failed"],
+        "scale_actions": [[round((t - clock_origin["t0"]) * k, 3), e, s, list(st)] for t, e, s, st in getattr(server.runtime.backend, "applied", [])],
+        "notes": _check(scenario),
+        "work_dir": str(work),
+    }
+    if own_dir:
+        shutil.rmtree(work, ignore_errors=True)
+    return ReplayRun(result, meta)
+
+
+def _wait_for_client(
+    client: subprocess.Popen[str],
+    sent_path: Path,
+    n: int,
+    deadline_wall: float,
+    work: Path,
+    progress: Callable[[float, float], None] | None,
+    t0: float,
+    k: float,
+    duration_s: float,
+) -> list[dict[str, Any]]:
+    while client.poll() is None:
+        if time.time() > deadline_wall:
+            client.kill()
+            break
+        if progress:
+            progress(min(duration_s, (time.time() - t0) * k), duration_s)
+        time.sleep(0.1)
+    if client.returncode not in (0, None):
+        log = (work / "client.log").read_text()[-2000:]
+        raise GpuserveError(f"the replay client failed (exit {client.returncode}):\n{log}")
+    sent = [json.loads(line) for line in sent_path.read_text().splitlines() if line.strip()] if sent_path.is_file() else []
+    sent.sort(key=lambda r: r["i"])
+    return sent
+
+
+def _wait_for_jobs(
+    store: SqliteJobStore,
+    sent: list[dict[str, Any]],
+    horizon_wall: float,
+    deadline_wall: float,
+    progress: Callable[[float, float], None] | None,
+    t0: float,
+    k: float,
+    duration_s: float,
+) -> float:
+    """Wait until every job has ended and the horizon has passed; return the run's end (wall seconds)."""
+    pending = {r["job_id"] for r in sent}
+    last_end = 0.0
+    while True:
+        now = time.time()
+        for job_id in list(pending):
+            job = store.get(job_id)
+            if job is None or job.status.is_terminal:
+                pending.discard(job_id)
+                if job is not None and job.completed_s is not None:
+                    last_end = max(last_end, job.completed_s)
+        if progress:
+            progress(min(duration_s, (now - t0) * k), duration_s)
+        if not pending and now >= horizon_wall:
+            return max(horizon_wall, last_end)
+        if now > deadline_wall:
+            return now
+        time.sleep(0.02)
+
+
+def _raw_records(
+    scenario: Scenario,
+    plan: JobPlan,
+    sent: list[dict[str, Any]],
+    jobs: dict[str, Any],
+    registry: RecordingRegistry,
+    end_wall: float,
+    scen: Callable[[float], float],
+    t0: float,
+) -> tuple[RawRecords, dict[str, Any]]:
+    cfg = scenario.config
+    traces = sorted(registry.traces.values(), key=lambda t: t.index)
+    index_of = {t.worker_id: t.index for t in traces}
+    cold_jobs = set().union(*(t.cold_jobs for t in traces)) if traces else set()
+    end_s = scen(end_wall)
+    ep_pos = {eid: i for i, eid in enumerate(plan.endpoint_ids)}
+    n = len(sent)
+    job_ep = np.empty(n, dtype=np.int32)
+    arrival = np.empty(n)
+    start: list[float] = []
+    end: list[float] = []
+    worker: list[int] = []
+    cold: list[bool] = []
+    status: list[int] = []
+    scheduled = np.empty(n)
+    service = np.empty(n)
+    lag = np.empty(n)
+    failed = 0
+    for pos, rec in enumerate(sent):
+        i = int(rec["i"])
+        job = jobs.get(rec["job_id"])
+        job_ep[pos] = ep_pos[plan.endpoint_ids[int(plan.endpoint_index[i])]]
+        scheduled[pos] = float(plan.arrival_s[i])
+        service[pos] = float(plan.service_s[i])
+        lag[pos] = max(0.0, rec["sent_s"] - t0 - rec["at_s"])
+        if job is None:
+            arrival[pos] = scheduled[pos]
+            start.append(float("nan"))
+            end.append(end_s)
+            worker.append(-1)
+            cold.append(False)
+            status.append(_STATUS_CODE["CANCELLED"])
+            continue
+        arrival[pos] = scen(job.created_s)
+        start.append(scen(job.started_s) if job.started_s is not None else float("nan"))
+        name = job.status.value
+        if name == "FAILED":
+            failed += 1
+            name = "CANCELLED"
+        if name in ("IN_QUEUE", "IN_PROGRESS"):
+            name = "CANCELLED"  # still unfinished when the drain limit ran out, as in the simulator
+        end.append(scen(job.completed_s) if job.completed_s is not None else end_s)
+        worker.append(index_of.get(job.worker_id or "", -1))
+        cold.append(job.id in cold_jobs)
+        status.append(_STATUS_CODE[name])
+    iv_worker: array[int] = array("l")
+    iv_state: array[int] = array("b")
+    iv_start: array[float] = array("d")
+    iv_end: array[float] = array("d")
+    iv_active: array[int] = array("b")
+    code = {s: i for i, s in enumerate(STATE_CODES)}
+    workers = []
+    spec_by_id = {e.spec.endpoint_id: e.spec for e in cfg.endpoints}
+    for t in traces:
+        for state, a, b, active in t.intervals:
+            iv_worker.append(t.index)
+            iv_state.append(code[state])
+            iv_start.append(scen(a))
+            iv_end.append(scen(b))
+            iv_active.append(int(active))
+        spec = spec_by_id[t.endpoint_id]
+        workers.append(
+            {
+                "worker_id": t.worker_id,
+                "worker": t.index,
+                "endpoint": t.endpoint_id,
+                "host": "local",
+                "gpu_type": spec.gpu_type,
+                "gpus": spec.gpus_needed,
+                "created_s": scen(t.created_s),
+                "ready_s": scen(t.first_take_s) if t.first_take_s is not None else None,
+                "retired_s": scen(t.retired_s) if t.retired_s is not None and t.retired_s < end_wall else None,
+                "flash_resumed": t.stages.flash_resume_s > 0,
+                "image_pull_s": t.stages.image_pull_s,
+                "container_start_s": t.stages.container_start_s,
+                "runtime_init_s": t.stages.runtime_init_s,
+                "model_load_s": t.stages.model_load_s,
+                "flash_resume_s": t.stages.flash_resume_s,
+            }
+        )
+    raw = RawRecords(
+        endpoint_ids=list(plan.endpoint_ids),
+        job_endpoint=job_ep,
+        job_arrival_s=arrival,
+        job_start_s=start,
+        job_end_s=end,
+        job_worker=worker,
+        job_cold=cold,
+        job_status=status,
+        iv_worker=iv_worker,
+        iv_state=iv_state,
+        iv_start_s=iv_start,
+        iv_end_s=iv_end,
+        iv_active=iv_active,
+        workers=workers,
+        end_s=end_s,
+        config=cfg,
+        controller_calls=0,
+    )
+    return raw, {"scheduled_s": scheduled, "service_s": service, "lag_s": lag, "failed": failed}
