@@ -890,15 +890,16 @@ def _fmt(value: float | None) -> str:
 
 
 def docker_backend_factory(**options: Any) -> Callable[..., DockerBackend]:
-    """A BackendFactory for `gpuserve.server.serve.runtime_from_config`: (registry, url, settings, clock) -> backend."""
+    """A BackendFactory for `gpuserve.server.serve.runtime_from_config`.
 
-    def make(registry: WorkerRegistry, server_url: str, settings: Any, clock: Any) -> DockerBackend:
-        return DockerBackend(
-            server_url,
-            registry,
-            ping_interval_ms=int(settings.heartbeat_interval_s * 1000),
-            now=clock.now_s,
-            **options,
-        )
+    (registry, server_url, settings, clock, data_dir) -> DockerBackend; `options` are
+    DockerBackend's keyword arguments (namespace, flash_mode, retention_s, ...).
+    """
+
+    def make(registry: WorkerRegistry, server_url: str, settings: Any, clock: Any, data_dir: Path | None = None) -> DockerBackend:
+        kwargs: dict[str, Any] = {"ping_interval_ms": int(settings.heartbeat_interval_s * 1000), "now": clock.now_s}
+        if data_dir is not None:
+            kwargs["state_dir"] = Path(data_dir) / "docker"
+        return DockerBackend(server_url, registry, **{**kwargs, **options})
 
     return make

@@ -362,3 +362,26 @@ def test_build_a_worker_folder_and_deploy_it_to_a_running_endpoint(tmp_path: Pat
             assert refused.exit_code == 2 and "does not exist" in " ".join(refused.output.split())
     finally:
         client.images.remove(tag, force=True)
+
+
+def test_a_server_from_endpoints_yaml_runs_on_the_docker_backend_factory(tmp_path: Path, client: Any) -> None:
+    from gpuserve.backends.docker import DockerBackend, docker_backend_factory
+    from gpuserve.config.endpoints import parse_endpoints
+    from gpuserve.server.serve import runtime_from_config
+
+    dep = _deployment(tmp_path, "yaml")  # writes the handler file
+    config = parse_endpoints(
+        {"endpoints": [{"id": "yaml", "handler": dep.handler_path, "env": {"VERSION": "y"}, "scaling": {"max_workers": 1}}]},
+        tmp_path,
+    )
+    factory = docker_backend_factory(client=client, namespace=NAMESPACE, retention_s=0.0, stop_timeout_s=3)
+    server = ServerThread(
+        lambda url: runtime_from_config(
+            config, server_url=url, data_dir=tmp_path / "data", settings=SETTINGS, backend_factory=factory
+        )
+    )
+    with server:
+        assert isinstance(server.runtime.backend, DockerBackend)
+        assert server.runtime.backend.state_dir == tmp_path / "data" / "docker"
+        r = httpx.post(f"{server.url}/v2/yaml/runsync", json={"input": {}}, timeout=60)
+        assert r.json()["status"] == "COMPLETED" and r.json()["output"]["version"] == "y"
