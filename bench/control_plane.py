@@ -81,6 +81,8 @@ def pct(values: list[float], p: float) -> float:
 def sequential(base: str, path: str, n: int, headers: dict[str, str]) -> dict[str, float]:
     """n /runsync calls one after another on one keep-alive connection; latencies in ms."""
     lat: list[float] = []
+    delay: list[float] = []
+    execution: list[float] = []
     with httpx.Client(base_url=base, headers=headers, timeout=60) as c:
         for i in range(n + 50):
             t0 = time.perf_counter()
@@ -91,7 +93,14 @@ def sequential(base: str, path: str, n: int, headers: dict[str, str]) -> dict[st
                 raise RuntimeError(f"bad reply {r.status_code}: {body}")
             if i >= 50:  # warm-up
                 lat.append(dt)
-    return {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": statistics.fmean(lat)}
+                if "executionTime" in body:  # gpuserve: queue wait and take-to-result, both server-side
+                    delay.append(body["delayTime"])
+                    execution.append(body["executionTime"])
+    out = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": statistics.fmean(lat)}
+    if execution:
+        out["delay_p50_ms"] = pct(delay, 50)
+        out["execution_p50_ms"] = pct(execution, 50)
+    return out
 
 
 async def _throughput(base: str, path: str, jobs: int, clients: int, headers: dict[str, str]) -> float:
@@ -221,6 +230,10 @@ def main() -> None:
     for label, key in rows:
         a, b = float(ours[key]), float(theirs[key])  # type: ignore[arg-type]
         print(f"{label:34}{a:12.2f}{b:14.2f}{a / b:8.2f}")
+    print(
+        f"gpuserve split of a /runsync (p50): queued until taken {ours['delay_p50_ms']} ms, "
+        f"taken until the worker's result arrived {ours['execution_p50_ms']} ms"
+    )
     print(f"gpuserve process worker, cold start to first job: {ours['cold_start_to_first_job_ms']} ms (delayTime)")
     print(json.dumps({"gpuserve": ours, "runpod_local": theirs, "args": vars(args)}))
 
