@@ -305,7 +305,11 @@ def test_webhook_is_posted_on_terminal_state_and_retried_on_non_200(make_server)
         done(w, job_id, {"output": {"b": 2}})
         wait_until(lambda: len(_Receiver.got) == 3, what="three webhook attempts")
         assert all(g["id"] == job_id and g["status"] == "COMPLETED" and g["output"] == {"b": 2} for g in _Receiver.got)
-        assert [code for jid, code in h.rt.webhook_log if jid == job_id] == [500, 503, 200]
+        codes = wait_until(
+            lambda: len(c := [code for jid, code in h.rt.webhook_log if jid == job_id]) == 3 and c,
+            what="the server to log three attempts",
+        )
+        assert codes == [500, 503, 200]
         # Failures are delivered too (unlike the runpod local server).
         failing = h.run({"input": {}, "webhook": hook})
         take(w)
