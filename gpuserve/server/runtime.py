@@ -80,6 +80,7 @@ class Runtime:
         self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._stops: dict[str, list[str]] = {}
         self._stop_waiters: dict[str, asyncio.Future[None]] = {}
+        self._stopped: dict[str, set[str]] = {}  # worker -> jobs told to stop that it may still run
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._http: httpx.AsyncClient | None = None
@@ -291,6 +292,15 @@ class Runtime:
     def ping(self, worker: LiveWorker, job_ids: list[str], unhealthy_reason: str | None) -> None:
         now = self.clock.now_s()
         self.registry.on_ping(worker.worker_id, job_ids, now)
+        stopped = self._stopped.get(worker.worker_id)
+        if stopped:
+            # A stop that reached the SDK between its take and the start of the job's task is
+            # dropped there ("no in-progress job"); while the heartbeat still lists it, resend.
+            listed = set(job_ids)
+            pending = set(self._stops.get(worker.worker_id, ()))
+            for job_id in sorted(stopped & listed - pending):
+                self._signal_stop(worker.worker_id, job_id)
+            stopped &= listed
         if unhealthy_reason is not None:
             self.lose_worker(worker.worker_id, f"worker {worker.worker_id} reported unhealthy: {unhealthy_reason}")
 
@@ -313,6 +323,7 @@ class Runtime:
 
     def _signal_stop(self, worker_id: str, job_id: str) -> None:
         self._stops.setdefault(worker_id, []).append(job_id)
+        self._stopped.setdefault(worker_id, set()).add(job_id)
         fut = self._stop_waiters.pop(worker_id, None)
         if fut is not None:
             _set_none(fut)
