@@ -138,7 +138,7 @@ class Controller:
         if not action.is_noop:
             self.backend.apply(entry.spec, action, snap.now_s)
         wake = decision.wake_at_s
-        expiry = next_expiry_s(snap, decision)
+        expiry = next_expiry_s(snap, decision, action.stop)
         if expiry is not None and expiry > snap.now_s:
             wake = expiry if wake is None else min(wake, expiry)
         step = ControlStep(snapshot=snap, decision=decision, action=action, next_wake_s=wake)

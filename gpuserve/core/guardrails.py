@@ -6,9 +6,26 @@ on concrete workers, so every policy gets the same limits without re-implementin
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection
+
 from gpuserve.core.types import EndpointSnapshot, ScaleAction, ScaleDecision, WorkerState
 
-__all__ = ["apply_guardrails", "next_expiry_s"]
+__all__ = ["apply_guardrails", "due_time_s", "next_expiry_s"]
+
+
+def due_time_s(since_s: float, after_s: float) -> float:
+    """The first float time t at which `t - since_s >= after_s` holds.
+
+    Guardrails compare `now - idle_since >= keep_alive`; in floats `(a + b) - a` can come
+    out one ulp short of b (1019.3122553967629 + 10 - 1019.3122553967629 < 10), and a wake
+    at `a + b` would find nobody due and linger. Nudging up by ulps never wakes early and
+    keeps whole-number timelines exact (22 + 30 = 52).
+    """
+    t = since_s + after_s
+    while t - since_s < after_s:
+        t = math.nextafter(t, math.inf)
+    return t
 
 
 def _keep_alive_s(snapshot: EndpointSnapshot, decision: ScaleDecision) -> float:
@@ -65,20 +82,24 @@ def apply_guardrails(
     return ScaleAction(stop=tuple(stop), target=target, reason=reason)
 
 
-def next_expiry_s(snapshot: EndpointSnapshot, decision: ScaleDecision) -> float | None:
-    """Earliest time an idle worker above min_workers reaches its keep-alive (for event-driven wakes)."""
+def next_expiry_s(
+    snapshot: EndpointSnapshot, decision: ScaleDecision, stopped: Collection[str] = ()
+) -> float | None:
+    """Earliest time an idle worker above min_workers reaches its keep-alive (for event-driven wakes).
+
+    `stopped` names workers the action just stopped: the wake must come from the workers
+    that remain, or stopping the one that was due would leave the others idle forever.
+    """
     scaling = snapshot.endpoint.scaling
-    if snapshot.current_workers <= scaling.min_workers:
+    remaining = [w for w in snapshot.counted if w.worker_id not in stopped]
+    if len(remaining) <= scaling.min_workers:
         return None
     keep_alive_s = _keep_alive_s(snapshot, decision)
-    times = [
-        w.idle_since_s + keep_alive_s
-        for w in snapshot.workers
-        if w.state is WorkerState.IDLE and w.idle_since_s is not None
+    if len(remaining) == 1:
+        keep_alive_s += scaling.scale_to_zero_grace_s
+    idle_since = [
+        w.idle_since_s for w in remaining if w.state is WorkerState.IDLE and w.idle_since_s is not None
     ]
-    if not times:
+    if not idle_since:
         return None
-    earliest = min(times)
-    if snapshot.current_workers == 1:
-        earliest += scaling.scale_to_zero_grace_s
-    return earliest
+    return due_time_s(min(idle_since), keep_alive_s)

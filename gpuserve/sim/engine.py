@@ -26,6 +26,7 @@ from simpy.core import StopSimulation
 
 from gpuserve.controller import Controller
 from gpuserve.core.errors import ConfigError
+from gpuserve.core.guardrails import due_time_s
 from gpuserve.core.types import EndpointSpec, QueueStats, ScaleAction, ScalerType, WorkerState, WorkerView
 from gpuserve.sim.billing import BillingModel
 from gpuserve.sim.coldstart import ColdStartProfile, StageTimes
@@ -144,20 +145,6 @@ class SimConfig:
                         spec.gpu_type,
                         f"no host has {spec.gpus_needed} GPU(s) of this type",
                     )
-
-
-def _expiry_s(idle_since_s: float, keep_alive_s: float) -> float:
-    """The first float time at which `t - idle_since_s >= keep_alive_s` holds.
-
-    Guardrails compare `now - idle_since >= keep_alive`; in floats `(a + b) - a` can come out
-    one ulp short of b (1019.3122553967629 + 10 - 1019.3122553967629 < 10), and a wake at
-    `a + b` would then find nobody due and linger. Nudging up by ulps keeps whole-number
-    timelines exact (22 + 30 = 52) and never wakes early.
-    """
-    t = idle_since_s + keep_alive_s
-    while t - idle_since_s < keep_alive_s:
-        t = math.nextafter(t, math.inf)
-    return t
 
 
 class _Worker:
@@ -535,29 +522,12 @@ class Simulation:
         if wake is not None and wake > now and (ep.pending_wake_s is None or wake < ep.pending_wake_s):
             ep.pending_wake_s = wake
             self._after(wake - now, self._on_wake, (ep, wake))
-        if not ep.ticking:
-            # The controller computes its expiry wake from the snapshot taken before it acted,
-            # so after stopping the one worker that was due it may name no wake although
-            # others are idle; look at the workers as they are now.
-            self._next_idle_expiry_wake(ep, now)
-
-    def _next_idle_expiry_wake(self, ep: _Ep, now: float) -> None:
-        if len(ep.workers) <= ep.spec.scaling.min_workers:
-            return
-        idle = [w.idle_since_s for w in ep.workers.values() if w.state == _IDLE and w.idle_since_s is not None]
-        if not idle:
-            return
-        grace = ep.spec.scaling.scale_to_zero_grace_s if len(ep.workers) == 1 else 0.0
-        wake = _expiry_s(min(idle), ep.keep_alive_s + grace)
-        if wake > now and (ep.pending_wake_s is None or wake < ep.pending_wake_s):
-            ep.pending_wake_s = wake
-            self._after(wake - now, self._on_wake, (ep, wake))
 
     def _expiry_wake(self, ep: _Ep, now: float) -> None:
         """A worker just went idle: make sure the controller looks again when it could expire."""
         if ep.ticking or len(ep.workers) <= ep.spec.scaling.min_workers:
             return
-        wake = _expiry_s(now, ep.keep_alive_s)
+        wake = due_time_s(now, ep.keep_alive_s)
         if ep.pending_wake_s is None or wake < ep.pending_wake_s:
             ep.pending_wake_s = wake
             self._after(wake - now, self._on_wake, (ep, wake))

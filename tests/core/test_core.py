@@ -183,3 +183,28 @@ def test_controller_low_priority_arrival_never_scales() -> None:
 def test_controller_unknown_policy_names_known_ones() -> None:
     with pytest.raises(ConfigError, match=r"policy.name .*runpod_request_count"):
         _controller(ScalingSpec(), policy="nope")
+
+
+def test_controller_wake_comes_from_workers_left_after_a_stop() -> None:
+    # Two idle workers, idle since 0 and 3; at t=5 the first is due and stopped. The wake
+    # must then name t=8 for the second, not vanish with the stopped one.
+    scaling = ScalingSpec(max_workers=3, idle_timeout_s=5.0, scaler="request_count", scaler_value=1)
+    ctl, backend, queue, _ = _controller(scaling)
+    queue.by_endpoint["ep"] = QueueStats(in_queue=2)
+    ctl.on_job_arrival("ep", 0.0)
+    first, second = (w.worker_id for w in backend.workers("ep"))
+    backend.set_state("ep", first, WorkerState.IDLE, idle_since_s=0.0)
+    backend.set_state("ep", second, WorkerState.IDLE, idle_since_s=3.0)
+    queue.by_endpoint["ep"] = QueueStats()
+    step = ctl.tick_endpoint("ep", 5.0)
+    assert step.action.stop == (first,)
+    assert step.next_wake_s == pytest.approx(8.0)
+
+
+def test_due_time_is_never_one_ulp_early() -> None:
+    from gpuserve.core.guardrails import due_time_s
+
+    since = 1019.3122553967629
+    t = due_time_s(since, 10.0)
+    assert t - since >= 10.0
+    assert due_time_s(22.0, 30.0) == 52.0
