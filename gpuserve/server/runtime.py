@@ -239,21 +239,24 @@ class Runtime:
 
     def _wake_takers(self, endpoint_id: str, count: int) -> None:
         queue = self._takers.get(endpoint_id)
-        skipped: list[asyncio.Future[None]] = []
         while queue and count > 0:
-            fut = queue.popleft()
-            if fut.done():
-                continue
-            owner = self._taker_of.get(fut)
-            if owner is not None and owner.draining:
-                # A draining worker (stopped, OUTDATED, stopPod) takes nothing: waking its parked
-                # take would spend the wake and leave the job queued while idle workers poll.
-                skipped.append(fut)
-                continue
-            fut.set_result(None)
+            # Newest worker first, as the simulator (and SimFaaS, Lambda) dispatch: load packs onto
+            # recent workers so older idle ones reach their idle timeout and stop. A draining
+            # worker (stopped, OUTDATED, stopPod) takes nothing, so waking it would waste the wake.
+            best: asyncio.Future[None] | None = None
+            best_created_s = float("-inf")
+            for fut in queue:
+                owner = self._taker_of.get(fut)
+                if fut.done() or (owner is not None and owner.draining):
+                    continue
+                created_s = owner.created_s if owner is not None else float("-inf")
+                if best is None or created_s > best_created_s:
+                    best, best_created_s = fut, created_s
+            if best is None:
+                return
+            queue.remove(best)
+            best.set_result(None)
             count -= 1
-        if queue is not None and skipped:
-            queue.extendleft(reversed(skipped))
 
     def job_done(self, worker: LiveWorker, job_id: str, body: Any) -> str:
         now = self.clock.now_s()
