@@ -141,7 +141,7 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"--repeats must be at least 1, was {repeats}")
         path = out if out is not None else Path("scenarios") / "profiles" / f"{backend}-host.yaml"
         try:
-            cal = run_calibrate(backend, repeats=repeats)
+            cal = run_calibrate("docker" if backend == "docker" else "process", repeats=repeats)
             write_profile(cal, path)
         except GpuserveError as exc:
             raise _fail(str(exc)) from None

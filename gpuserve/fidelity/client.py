@@ -1,7 +1,7 @@
 """The replay's client: a separate process that submits each job at its scheduled time over the Runpod client API.
 
     python -m gpuserve.fidelity.client PLAN.json OUT.jsonl
-stdin gets one line `URL T0` (the server's URL and the wall-clock instant of scenario time 0)
+It prints `ready` once loaded; stdin then gets one line `URL T0` (the server's URL and the wall-clock instant of scenario time 0)
 once the server is up; PLAN.json holds {"api_key", "jobs": [[endpoint id, at_s, service_s], ...]}
 with times already divided by the speedup. Each submission is written to OUT.jsonl as
 {"i", "job_id", "at_s", "sent_s"} (sent_s: wall clock just before the POST).
@@ -24,6 +24,7 @@ def main(argv: list[str]) -> int:
     plan_path, out_path = argv[0], argv[1]
     with open(plan_path) as f:
         plan = json.load(f)
+    print("ready", flush=True)  # imports done: the driver may now fix time 0
     line = sys.stdin.readline().split()
     url, t0 = line[0], float(line[1])
     headers = {"Authorization": f"Bearer {plan['api_key']}"}

@@ -203,10 +203,14 @@ def replay(
         client = subprocess.Popen(
             [sys.executable, "-m", "gpuserve.fidelity.client", str(plan_path), str(sent_path)],
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=client_log,
             text=True,
         )
+    assert client.stdout is not None
+    if client.stdout.readline().strip() != "ready":  # the client's imports must not eat into its schedule
+        client.wait(10)
+        raise GpuserveError(f"the replay client did not start:\n{(work / 'client.log').read_text()[-2000:]}")
     server = ServerThread(runtime_for)
     try:
         clock_origin["t0"] = time.time()
