@@ -105,7 +105,8 @@ def _label_filter(namespace: str | None) -> dict[str, list[str]]:
 
 def managed_containers(client: Any, namespace: str | None = None) -> list[Any]:
     """Every container (any state) carrying gpuserve's labels, optionally of one namespace."""
-    return list(client.containers.list(all=True, filters=_label_filter(namespace)))
+    # ignore_removed: a container removed between the listing and its inspection is simply gone.
+    return list(client.containers.list(all=True, filters=_label_filter(namespace), ignore_removed=True))
 
 
 def managed_volumes(client: Any, namespace: str | None = None) -> list[Any]:
@@ -612,6 +613,9 @@ class DockerBackend:
             w.retained_since_s = self._now()
             if not w.paused:
                 self.gpus.release(w.worker_id)  # a stopped container holds no GPU memory
+                # The exited process may leave a parked take at the server, bound to this registry
+                # entry; dropping the entry (still draining) keeps that dead take from ever getting a job.
+                self.registry.remove(w.worker_id)
             # Revivable from this instant: a job that arrives now must not miss it and start cold.
             w.busy = False
         log.info("worker %s retained (%s) for %.0f s", w.worker_id, self.flash_mode, self.retention_s)
@@ -633,6 +637,8 @@ class DockerBackend:
             except ValueError:
                 self._submit(w, self._remove_container, "its GPUs went to another worker")
                 return False
+        if not w.paused:  # a fresh process: a fresh registry entry (see _park)
+            self.registry.add(w.worker_id, w.endpoint_id, now, dep.spec.concurrency_per_worker, w.version, w.gpu_ids)
         live = self.registry.get(w.worker_id)
         if live is None:  # removed by someone else: cannot be revived under its token
             self._submit(w, self._remove_container, "no longer registered")

@@ -249,6 +249,20 @@ def test_flash_boot_revives_a_paused_container_faster_than_a_cold_start(tmp_path
         assert flash.total_s < cold.total_s
 
 
+def test_flash_boot_by_stop_restarts_the_same_container(tmp_path: Path, client: Any) -> None:
+    dep = _deployment(tmp_path, "flashstop", max_workers=1, idle_timeout_s=0.5)
+    with Live(tmp_path, client, [dep], retention_s=60.0, flash_mode="stop") as live:
+        wid = live.wait("flashstop", live.run("flashstop", {}))["workerId"]
+        live.until(lambda: live.docker.retained("flashstop") == [wid], "retired worker kept for flash boot")
+        assert client.containers.get(live.docker.container_id(wid)).status == "exited"
+        second = live.wait("flashstop", live.run("flashstop", {}))
+        assert second["status"] == "COMPLETED" and second["workerId"] == wid
+        live.until(lambda: len(live.docker.cold_starts) == 2, "both start records")
+        flash = live.docker.cold_starts[1]
+        assert flash.kind == "flash_start" and flash.create_s is None and flash.runtime_init_s is not None
+        assert len(live.containers(client)) == 1
+
+
 def test_rolling_update_replaces_outdated_workers_without_losing_a_job(tmp_path: Path, client: Any) -> None:
     dep = _deployment(tmp_path, "roll", min_workers=1, max_workers=2, env={"VERSION": "1"})
     with Live(tmp_path, client, [dep]) as live:
