@@ -142,7 +142,7 @@ def compare_runs(sim: Run, live: Run) -> Comparison:
             continue
         err = relative_error(s[key], m[key])
         target = TARGETS.get(key, float("nan"))
-        ok = bool(abs(err) <= target) if target == target and err == err else None
+        ok = bool(abs(err) <= target + 1e-9) if target == target and err == err else None
         rows.append({"metric": key, "label": label, "simulated": s[key], "measured": m[key], "relative_error": err, "target": target, "ok": ok})
     frac, seconds = within_one_fraction(sim, live)
     return Comparison(pd.DataFrame(rows), frac, seconds)

@@ -397,6 +397,12 @@ def _raw_records(
                 "runtime_init_s": t.stages.runtime_init_s,
                 "model_load_s": t.stages.model_load_s,
                 "flash_resume_s": t.stages.flash_resume_s,
+                # Measured: what the start took beyond the modelled stages (spawn, interpreter, SDK).
+                "platform_start_s": (
+                    scen(t.first_take_s) - scen(t.created_s) - (t.stages.total_s - t.stages.platform_start_s)
+                    if t.first_take_s is not None
+                    else None
+                ),
             }
         )
     raw = RawRecords(
