@@ -30,8 +30,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gpuserve.backends.base import Deployment
+from gpuserve.config.common import EndpointFields, endpoint_spec
 from gpuserve.core.errors import ConfigError
-from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
+from gpuserve.core.types import EndpointSpec
 from gpuserve.server.workers import hash_token
 
 __all__ = ["LoadedEndpoint", "ServeConfig", "ServerSection", "hash_key", "load_endpoints", "parse_endpoints"]
@@ -49,22 +50,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ScalingModel(_Model):
-    min_workers: Annotated[int, Field(ge=0)] = 0
-    max_workers: Annotated[int, Field(ge=0)] = 3
-    idle_timeout_s: Annotated[float, Field(ge=0)] = 5.0
-    scaler: ScalerType = ScalerType.QUEUE_DELAY
-    scaler_value: Annotated[float, Field(gt=0)] = 4.0
-    flash_boot: bool = True
-    scale_to_zero_grace_s: Annotated[float, Field(ge=0)] = 0.0
-
-
-class PolicyModel(_Model):
-    name: str = "runpod_request_count"
-    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
-
-
-class EndpointModel(_Model):
+class EndpointModel(EndpointFields):
     id: str
     handler: str | None = None
     image: str | None = None
@@ -72,12 +58,6 @@ class EndpointModel(_Model):
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None
     python: str | None = None  # process backend: the worker's interpreter (a path, or a command on PATH)
-    gpu_type: str | None = None
-    gpus_per_worker: Annotated[int, Field(ge=0)] = 1
-    concurrency_per_worker: Annotated[int, Field(ge=1)] = 1
-    execution_timeout_s: Annotated[float, Field(gt=0)] = 600.0
-    scaling: ScalingModel = Field(default_factory=lambda: ScalingModel())
-    policy: PolicyModel = Field(default_factory=PolicyModel)
     api_keys: list[str] = Field(default_factory=list)
     cpu_limit: Annotated[float | None, Field(gt=0)] = None
     memory_limit_mib: Annotated[int | None, Field(gt=0)] = None
@@ -176,8 +156,6 @@ def _interpreter(python: str | None, base_dir: Path) -> str | None:
 
 
 def _build(model: EndpointModel, where: str, base_dir: Path) -> LoadedEndpoint:
-    from gpuserve import policies
-
     if model.handler is None and model.image is None:
         raise ConfigError(f"{where}.handler", None, "or image is required")
     if model.handler is not None and model.image is None:
@@ -187,32 +165,7 @@ def _build(model: EndpointModel, where: str, base_dir: Path) -> LoadedEndpoint:
             raise ConfigError(f"{where}.handler", model.handler, f"is not a file (looked at {handler})")
     else:
         handler = _resolve(model.handler, base_dir)
-    s = model.scaling
-    try:
-        scaling = ScalingSpec(
-            min_workers=s.min_workers,
-            max_workers=s.max_workers,
-            idle_timeout_s=s.idle_timeout_s,
-            scaler=s.scaler,
-            scaler_value=s.scaler_value,
-            flash_boot=s.flash_boot,
-            scale_to_zero_grace_s=s.scale_to_zero_grace_s,
-        )
-    except ConfigError as exc:
-        raise ConfigError(f"{where}.scaling.{exc.field}", exc.value, exc.problem) from None
-    spec = EndpointSpec(
-        endpoint_id=model.id,
-        scaling=scaling,
-        policy=PolicySpec(name=model.policy.name, params=model.policy.params),
-        gpu_type=model.gpu_type,
-        gpus_per_worker=model.gpus_per_worker,
-        concurrency_per_worker=model.concurrency_per_worker,
-        execution_timeout_s=model.execution_timeout_s,
-    )
-    try:
-        policies.get(spec.policy.name, spec.policy.params, spec)  # validate name and params now
-    except ConfigError as exc:
-        raise ConfigError(f"{where}.{exc.field}", exc.value, exc.problem) from None
+    spec = endpoint_spec(model.id, model, where)
     deployment = Deployment(
         spec=spec,
         handler_path=handler,

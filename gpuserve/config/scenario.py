@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gpuserve.config.common import EndpointFields, endpoint_spec
 from gpuserve.core.errors import ConfigError
-from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
 from gpuserve.sim.billing import BillingModel
 from gpuserve.sim.coldstart import ColdStartProfile, load_profile, profile_from_mapping
 from gpuserve.sim.engine import SimConfig, SimEndpoint
@@ -50,21 +50,6 @@ Pos = Annotated[float, Field(gt=0)]
 
 class _M(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ScalingModel(_M):
-    min_workers: Annotated[int, Field(ge=0)] = 0
-    max_workers: Annotated[int, Field(ge=0)] = 3
-    idle_timeout_s: NonNeg = 5.0
-    scaler: Literal["queue_delay", "request_count"] = "queue_delay"
-    scaler_value: Pos = 4.0
-    flash_boot: bool = True
-    scale_to_zero_grace_s: NonNeg = 0.0
-
-
-class PolicyModel(_M):
-    name: str = "runpod_request_count"
-    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
 
 
 class PoissonModel(_M):
@@ -147,13 +132,7 @@ class ColdStartModel(_M):
     result_post_s: NonNeg | None = None
 
 
-class EndpointTemplate(_M):
-    gpu_type: str | None = None
-    gpus_per_worker: Annotated[int, Field(ge=0)] = 1
-    concurrency_per_worker: Annotated[int, Field(ge=1)] = 1
-    execution_timeout_s: Pos = 600.0
-    scaling: ScalingModel = Field(default_factory=ScalingModel)
-    policy: PolicyModel = Field(default_factory=PolicyModel)
+class EndpointTemplate(EndpointFields):
     service: ServiceModel = Field(default_factory=lambda: ExponentialModel(kind="exponential", mean_s=1.0))
     cold_start: ColdStartModel = Field(default_factory=ColdStartModel)
 
@@ -392,47 +371,8 @@ def _cold_start(model: ColdStartModel, base: Path, prefix: str) -> ColdStartProf
     return profile_from_mapping(fields, prefix, name=name)
 
 
-def _endpoint_spec(eid: str, model: EndpointTemplate, prefix: str) -> EndpointSpec:
-    s = model.scaling
-    try:
-        scaling = ScalingSpec(
-            min_workers=s.min_workers,
-            max_workers=s.max_workers,
-            idle_timeout_s=s.idle_timeout_s,
-            scaler=ScalerType(s.scaler),
-            scaler_value=s.scaler_value,
-            flash_boot=s.flash_boot,
-            scale_to_zero_grace_s=s.scale_to_zero_grace_s,
-        )
-    except ConfigError as exc:
-        raise _prefixed(f"{prefix}.scaling", exc) from None
-    try:
-        return EndpointSpec(
-            endpoint_id=eid,
-            scaling=scaling,
-            policy=PolicySpec(model.policy.name, model.policy.params),
-            gpu_type=model.gpu_type,
-            gpus_per_worker=model.gpus_per_worker,
-            concurrency_per_worker=model.concurrency_per_worker,
-            execution_timeout_s=model.execution_timeout_s,
-        )
-    except ConfigError as exc:
-        raise _prefixed(prefix, exc) from None
-
-
-def _check_policy(spec: EndpointSpec, prefix: str) -> None:
-    from gpuserve import policies
-
-    try:
-        policies.get(spec.policy.name, spec.policy.params, spec)
-    except ConfigError as exc:
-        field = exc.field.removeprefix("policy.")
-        raise ConfigError(f"{prefix}.policy.{field}", exc.value, exc.problem) from None
-
-
 def _sim_endpoint(eid: str, model: EndpointTemplate, workload: Workload, base: Path, prefix: str) -> SimEndpoint:
-    spec = _endpoint_spec(eid, model, prefix)
-    _check_policy(spec, prefix)
+    spec = endpoint_spec(eid, model, prefix)
     return SimEndpoint(
         spec=spec,
         workload=workload,

@@ -68,7 +68,7 @@ def test_default_profile_numbers_and_overrides() -> None:
         ("endpoints.0.scaling.idle_timeout_s", -3, "endpoints[0].scaling.idle_timeout_s cannot be negative, was -3"),
         ("endpoints.0.scaling.max_workers", -1, "endpoints[0].scaling.max_workers cannot be negative, was -1"),
         ("endpoints.0.scaling.min_workers", 5, "endpoints[0].scaling.max_workers cannot be below min_workers (5), was 2"),
-        ("endpoints.0.scaling.scaler", "fastest", "endpoints[0].scaling.scaler must be one of 'queue_delay' or 'request_count', was 'fastest'"),
+        ("endpoints.0.scaling.scaler", "fastest", "endpoints[0].scaling.scaler must be 'queue_delay' or 'request_count', was 'fastest'"),
         ("endpoints.0.workload.rate_per_s", -1, "endpoints[0].workload.rate_per_s cannot be negative, was -1"),
         ("endpoints.0.workload.kind", "storm", "endpoints[0].workload kind must be one of"),
         ("endpoints.0.service.mean_s", 0, "endpoints[0].service.mean_s must be positive, was 0"),
