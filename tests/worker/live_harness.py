@@ -27,7 +27,7 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 
 FAST = ServerSettings(
     poll_timeout_s=2.0,
-    heartbeat_interval_s=0.5,
+    heartbeat_interval_s=1.0,  # 3 s of silence = lost: robust on a busy 2-core machine
     tick_interval_s=0.2,
     maintenance_interval_s=0.05,
     webhook_retry_delay_s=0.2,
