@@ -64,15 +64,22 @@ def serve(
     port: Annotated[int | None, typer.Option("--port", help="port (default: the file's, else 8000; 0 picks one)")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="job store and worker logs (default: the file's)")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level")] = "info",
+    backend: Annotated[str, typer.Option("--backend", help="where workers run: process (local) or docker")] = "process",
 ) -> None:
-    """Serve the Runpod-compatible API for the endpoints in CONFIG, scaling local workers."""
+    """Serve the Runpod-compatible API for the endpoints in CONFIG, scaling workers (processes or containers)."""
     import uvicorn
 
     from gpuserve.config.endpoints import load_endpoints
     from gpuserve.core.errors import GpuserveError
     from gpuserve.server.app import create_app
     from gpuserve.server.fastpath import FastPath
-    from gpuserve.server.serve import bind_socket, runtime_from_config, url_of, uvicorn_config
+    from gpuserve.server.serve import (
+        backend_factory,
+        bind_socket,
+        runtime_from_config,
+        url_of,
+        uvicorn_config,
+    )
 
     try:
         cfg = load_endpoints(config)
@@ -83,7 +90,7 @@ def serve(
         except OSError as exc:
             raise _fail(f"cannot listen on {bind_host}:{bind_port} ({exc.strerror})") from None
         url = url_of(sock)
-        runtime = runtime_from_config(cfg, server_url=url, data_dir=data_dir)
+        runtime = runtime_from_config(cfg, server_url=url, data_dir=data_dir, backend_factory=backend_factory(backend))
     except GpuserveError as exc:
         raise _fail(str(exc)) from None
     open_eps = [e.spec.endpoint_id for e in cfg.endpoints if not (e.key_hashes or cfg.global_key_hashes)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import socket
 import threading
 import time
@@ -15,7 +14,7 @@ import uvicorn
 from gpuserve.backends.base import LiveBackend
 from gpuserve.config.endpoints import ServeConfig
 from gpuserve.core.clock import Clock
-from gpuserve.core.errors import BackendError
+from gpuserve.core.errors import BackendError, ConfigError
 from gpuserve.server.app import create_app
 from gpuserve.server.fastpath import FastPath
 from gpuserve.server.runtime import Endpoint, Runtime
@@ -24,7 +23,13 @@ from gpuserve.server.workers import WorkerRegistry
 from gpuserve.store.sqlite import SqliteJobStore
 from gpuserve.wallclock import WallClock
 
-__all__ = ["BackendFactory", "ServerThread", "bind_socket", "default_backend", "runtime_from_config", "uvicorn_config"]
+__all__ = [
+    "BackendFactory",
+    "ServerThread",
+    "backend_factory",
+    "bind_socket",
+    "default_backend",
+    "runtime_from_config", "uvicorn_config"]
 
 # (registry, server_url, settings, clock, data_dir) -> backend
 BackendFactory = Callable[[WorkerRegistry, str, ServerSettings, Clock, Path], LiveBackend]
@@ -57,16 +62,26 @@ def default_backend(
         from gpuserve.backends.process import ProcessBackend
     except ImportError as exc:  # pragma: no cover - the package ships it
         raise BackendError(f"the process backend is not available ({exc})") from None
-    kwargs: dict[str, Any] = {
-        "registry": registry,
-        "server_url": server_url,
-        "ping_interval_ms": int(settings.heartbeat_interval_s * 1000),
-        "clock": clock,
-        "logs_dir": data_dir / "logs",
-    }
-    accepted = inspect.signature(ProcessBackend).parameters
-    backend: LiveBackend = ProcessBackend(**{k: v for k, v in kwargs.items() if k in accepted})
-    return backend
+    return ProcessBackend(
+        server_url,
+        registry,
+        logs_dir=data_dir / "logs",
+        ping_interval_ms=int(settings.heartbeat_interval_s * 1000),
+        clock=clock,
+    )
+
+
+def backend_factory(name: str) -> BackendFactory:
+    """The BackendFactory for a `--backend` name: `process` (the default) or `docker`."""
+    if name == "process":
+        return default_backend
+    if name == "docker":
+        try:
+            from gpuserve.backends.docker import docker_backend_factory
+        except ImportError as exc:
+            raise BackendError(f"the docker backend needs the docker extra: pip install 'gpuserve[docker]' ({exc})") from None
+        return docker_backend_factory()
+    raise ConfigError("--backend", name, "must be 'process' or 'docker'")
 
 
 def runtime_from_config(

@@ -1,0 +1,22 @@
+"""`gpuserve serve --backend`: the name picks the worker backend; a bad name is a clear error."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpuserve.core.errors import ConfigError
+from gpuserve.server.serve import backend_factory, default_backend
+
+
+def test_process_is_the_embedded_default() -> None:
+    assert backend_factory("process") is default_backend
+
+
+def test_docker_name_gives_a_docker_factory() -> None:
+    factory = backend_factory("docker")
+    assert callable(factory) and factory is not default_backend
+
+
+def test_unknown_backend_names_the_flag_and_value() -> None:
+    with pytest.raises(ConfigError, match=r"--backend must be 'process' or 'docker', was 'k8s'"):
+        backend_factory("k8s")
