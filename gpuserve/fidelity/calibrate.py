@@ -32,7 +32,7 @@ from gpuserve.backends.base import Deployment
 from gpuserve.core.errors import GpuserveError
 from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
 from gpuserve.fidelity.recorder import RecordingRegistry
-from gpuserve.fidelity.replay import API_KEY, REPLAY_SETTINGS, WORKER_SCRIPT, make_backend
+from gpuserve.fidelity.replay import API_KEY, REPLAY_SETTINGS, WORKER_SCRIPT, make_backend, stop_quietly
 from gpuserve.server.runtime import Endpoint, Runtime
 from gpuserve.server.serve import ServerThread
 from gpuserve.server.workers import hash_token
@@ -150,7 +150,7 @@ def calibrate(backend: BackendName = "process", repeats: int = 7, work_dir: Path
                 if isinstance(done_wall, float):
                     cal.samples.setdefault("post_only_s", []).append(job.completed_s - done_wall)
     finally:
-        server.stop()
+        stop_quietly(server)
         if work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     if not cal.samples.get("platform_start_s"):

@@ -15,6 +15,7 @@ simulator can include them (see FIDELITY.md).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import tempfile
 import time
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,7 +42,7 @@ from gpuserve.sim.engine import JOB_STATUSES, STATE_CODES, RawRecords
 from gpuserve.sim.records import SimResult, build_result
 from gpuserve.store.sqlite import SqliteJobStore
 
-__all__ = ["REPLAY_SETTINGS", "ReplayRun", "make_backend", "replay"]
+__all__ = ["REPLAY_SETTINGS", "ReplayRun", "make_backend", "replay", "stop_quietly"]
 
 BackendName = Literal["process", "docker"]
 Mode = Literal["sleep", "busy"]
@@ -78,6 +79,17 @@ class ReplayRun:
 
             paths += plot_run(self.result, out_dir)
         return paths
+
+
+def stop_quietly(server: ServerThread) -> None:
+    """Stop the server; the long polls its shutdown cuts short are expected, not errors worth a traceback."""
+    logger = logging.getLogger("uvicorn.error")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        server.stop()
+    finally:
+        logger.setLevel(level)
 
 
 def _check(scenario: Scenario) -> list[str]:
@@ -151,9 +163,14 @@ def replay(
     ledgers = {ep.spec.endpoint_id: ColdStartLedger(ep.cold_start, ep.spec.scaling.flash_boot) for ep in cfg.endpoints}
     deployments = [
         Deployment(
-            spec=scale_spec(ep.spec, k),
+            # GPU type is a billing label here: the live workers are synthetic and need no GPU.
+            spec=replace(scale_spec(ep.spec, k), gpu_type=None),
             handler_path=str(handler),
-            env={"GPUSERVE_FIDELITY_DIR": plan_env_dir, "GPUSERVE_FIDELITY_MODE": mode},
+            env={
+                "GPUSERVE_FIDELITY_DIR": plan_env_dir,
+                "GPUSERVE_FIDELITY_MODE": mode,
+                "GPUSERVE_FIDELITY_CONCURRENCY": str(ep.spec.concurrency_per_worker),
+            },
             sdk="gpuserve",
         )
         for ep in cfg.endpoints
@@ -228,7 +245,7 @@ def replay(
         jobs = {rec["job_id"]: store.get(rec["job_id"]) for rec in sent}
         raw, extra = _raw_records(scenario, plan, sent, jobs, registry, end_wall, scen, t0)
     finally:
-        server.stop()
+        stop_quietly(server)
         if client.poll() is None:
             client.kill()
     result = build_result(raw)

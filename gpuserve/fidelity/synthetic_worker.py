@@ -4,6 +4,7 @@ Run by a backend as `python synthetic_worker.py` with the platform's worker envi
     GPUSERVE_FIDELITY_DIR   folder where the replay driver writes `<worker id>.json` = {"init_s": ...}
                             (this worker's cold-start time at the replay's speedup) at spawn
     GPUSERVE_FIDELITY_MODE  `sleep` (default) or `busy` (spin on the CPU for the service time)
+    GPUSERVE_FIDELITY_CONCURRENCY  jobs at once (the endpoint's concurrency_per_worker; default 1)
 Each job's input carries `service_s`, the service time already divided by the speedup.
 It imports only the standard library and gpuserve's worker SDK, so it also runs in a worker image.
 """
@@ -59,4 +60,5 @@ if __name__ == "__main__":
         time.sleep(init_s)
     from gpuserve import serverless
 
-    serverless.start({"handler": handler})
+    concurrency = max(1, int(os.environ.get("GPUSERVE_FIDELITY_CONCURRENCY", "1")))
+    serverless.start({"handler": handler, "concurrency_modifier": lambda _current: concurrency})
