@@ -67,13 +67,12 @@ def serve(
     backend: Annotated[str, typer.Option("--backend", help="where workers run: process (local) or docker")] = "process",
 ) -> None:
     """Serve the Runpod-compatible API for the endpoints in CONFIG, scaling workers (processes or containers)."""
-    import uvicorn
-
     from gpuserve.config.endpoints import load_endpoints
     from gpuserve.core.errors import GpuserveError
     from gpuserve.server.app import create_app
     from gpuserve.server.fastpath import FastPath
     from gpuserve.server.serve import (
+        GracefulServer,
         backend_factory,
         bind_socket,
         runtime_from_config,
@@ -103,7 +102,7 @@ def serve(
         )
     if open_eps:
         console.print(f"[yellow]warning:[/] no API key protects {', '.join(open_eps)}; anyone who can reach {url} may use it")
-    server = uvicorn.Server(uvicorn_config(FastPath(create_app(runtime)), log_level=log_level))
+    server = GracefulServer(uvicorn_config(FastPath(create_app(runtime)), log_level=log_level), runtime)
     server.run(sockets=[sock])
 
 

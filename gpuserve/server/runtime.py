@@ -67,6 +67,7 @@ class Runtime:
         self.store = store
         self.registry = registry
         self.backend = backend
+        self._workers_drained = False
         self.clock = clock or WallClock()
         self.settings = settings or ServerSettings()
         self.global_key_hashes = global_key_hashes
@@ -103,20 +104,30 @@ class Runtime:
             if self.store.stats(eid, self.clock.now_s()).in_queue:
                 self._arrival(eid, low_priority=False)
 
-    async def stop(self) -> None:
-        if self._loop_task is not None:
+    async def drain_workers(self) -> None:
+        """Stop every worker while the HTTP socket is still open, so they can post results and exit cleanly.
+
+        uvicorn closes its listening socket before the app's lifespan ends; stopping workers
+        only then would refuse their pings, mark them UNHEALTHY and end them with SIGKILL.
+        """
+        if self._loop_task is not None:  # no more scaling: nothing may replace a stopping worker
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-        for task in list(self._tasks):
-            task.cancel()
+            self._loop_task = None
         for q in self._takers.values():
             for fut in q:
                 _set_none(fut)
         for fut in self._stop_waiters.values():
             _set_none(fut)
-        if self.backend is not None:
+        if self.backend is not None and not self._workers_drained:
+            self._workers_drained = True
             await asyncio.to_thread(self.backend.shutdown)
+
+    async def stop(self) -> None:
+        await self.drain_workers()
+        for task in list(self._tasks):
+            task.cancel()
         if self._http is not None:
             await self._http.aclose()
 

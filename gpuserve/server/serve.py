@@ -25,6 +25,7 @@ from gpuserve.wallclock import WallClock
 
 __all__ = [
     "BackendFactory",
+    "GracefulServer",
     "ServerThread",
     "backend_factory",
     "bind_socket",
@@ -131,6 +132,18 @@ def uvicorn_config(app: Any, log_level: str = "warning") -> uvicorn.Config:
     )
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn, but workers are drained before the listening socket closes (see Runtime.drain_workers)."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.runtime.drain_workers()
+        await super().shutdown(sockets)
+
+
 class ServerThread:
     """A real uvicorn server on 127.0.0.1 in a background thread (tests, benchmarks, embedding)."""
 
@@ -145,7 +158,7 @@ class ServerThread:
         self.url = url_of(self._sock)
         self.runtime = runtime_for_url(self.url)
         self.app = create_app(self.runtime)
-        self._server = uvicorn.Server(uvicorn_config(FastPath(self.app) if fast_path else self.app))
+        self._server = GracefulServer(uvicorn_config(FastPath(self.app) if fast_path else self.app), self.runtime)
         self._thread = threading.Thread(target=self._run, name="gpuserve-server", daemon=True)
         self._error: BaseException | None = None
 
