@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench docker-setup clean
+.PHONY: setup demo test lint bench docker-setup clean fidelity
 
 $(BIN)/gpuserve: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ docker-setup:
 
 bench: setup
 	$(BIN)/python bench/sim_throughput.py
+
+# FIDELITY.md: simulator vs Erlang C, vs SimFaaS, vs the live platform (about 15 minutes)
+fidelity: setup
+	$(BIN)/python sim/fidelity_report.py
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache
