@@ -57,7 +57,7 @@ def section_erlang(quick: bool) -> str:
     for c in (1, 2, 8):
         for rho in (0.5, 0.9):
             lam = rho * c
-            jobs = (200_000 if quick else 2_000_000) * (2 if rho == 0.9 else 1)
+            jobs = (200_000 if quick else 1_000_000) * (2 if rho == 0.9 else 1)
             spec = EndpointSpec(
                 "mmc",
                 scaling=ScalingSpec(min_workers=c, max_workers=c, idle_timeout_s=5.0, scaler=ScalerType.REQUEST_COUNT, scaler_value=1.0),

@@ -232,6 +232,9 @@ def replay(
     try:
         clock_origin["t0"] = time.time()
         server.start()
+        # Time 0 is when the server is up: the simulator starts min_workers at 0, and the server
+        # starts them in its first pass (uvicorn's boot before that takes ~0.15 s here).
+        clock_origin["t0"] = time.time()
         assert client.stdin is not None
         client.stdin.write(f"{server.url} {clock_origin['t0']!r}\n")
         client.stdin.close()
@@ -393,7 +396,7 @@ def _raw_records(
         for state, a, b, active in t.intervals:
             iv_worker.append(t.index)
             iv_state.append(code[state])
-            iv_start.append(scen(a))
+            iv_start.append(max(0.0, scen(a)))  # min workers spawned in the server's boot, just before 0
             iv_end.append(scen(b))
             iv_active.append(int(active))
         spec = spec_by_id[t.endpoint_id]
@@ -405,7 +408,7 @@ def _raw_records(
                 "host": "local",
                 "gpu_type": spec.gpu_type,
                 "gpus": spec.gpus_needed,
-                "created_s": scen(t.created_s),
+                "created_s": max(0.0, scen(t.created_s)),
                 "ready_s": scen(t.first_take_s) if t.first_take_s is not None else None,
                 "retired_s": scen(t.retired_s) if t.retired_s is not None and t.retired_s < end_wall else None,
                 "flash_resumed": t.stages.flash_resume_s > 0,

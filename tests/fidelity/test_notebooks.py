@@ -14,7 +14,6 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 @pytest.mark.parametrize("name", ["01_policy_comparison", "02_cold_start_what_if", "03_sim_vs_live"])
 def test_notebook_runs_in_small_mode(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPUSERVE_NB_SMALL", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     book = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     assert all(not cell.get("outputs") for cell in book.cells if cell.cell_type == "code")  # committed clean
     NotebookClient(book, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
