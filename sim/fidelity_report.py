@@ -104,7 +104,7 @@ def section_simfaas(quick: bool) -> str:
         "| simulator | requests | P(cold) | std. error | wall time (s) |\n| --- | ---: | ---: | ---: | ---: |\n"
         f"| gpuserve | {g_n:,} | {g_p:.5f} | {g_se:.5f} | {g_s:.2f} |\n"
         f"| SimFaaS 0.2.2 | {s_n:,} | {s_p:.5f} | {s_se:.5f} | {s_s:.2f} |\n\n"
-        f"Difference {g_p - s_p:+.5f} = {z:+.2f} combined standard errors.\n"
+        f"Difference {g_p - s_p:+.5f} = {z:+.2f} combined standard errors (one seed per simulator).\n"
     )
 
 
@@ -214,10 +214,37 @@ K x the measured values, which is what the live run at speedup K experiences.
   Lambda) hands a job to the newest free worker, so load packs onto recent workers and older
   ones reach their idle timeout; the live runtime woke the longest-parked take, which spreads
   jobs round-robin and keeps every worker alive. Live now wakes the newest worker's take
-  first. Before this, a 22-job test replay started 3 workers against 5 simulated and
-  kept 32% more idle worker-time; after it, the same counts.
+  first. Before this, a 22-job test replay (60 s, speedup 5) started 3 workers against 5
+  simulated and had 23% more idle worker-time; after it, 5 against 5 and 2% less.
 - **Platform overheads (model).** The simulator had no place for the host's own start-up,
   dispatch and result-post costs; it now has (all 0 unless a calibrated profile sets them).
+- **Time 0 (replay driver).** Time 0 was first taken before the server booted, so min workers
+  started ~0.15 s of wall time (0.8 scenario seconds at speedup 5) after the simulated ones.
+  Time 0 is now the moment the server is up.
+
+## What remains different
+
+- **Concurrent starts.** `calibrate` measures one worker starting on a quiet host. When
+  several workers start at once (the first burst, the start of a run next to the server's own
+  boot), they share this host's 2 CPUs and each takes longer; the model adds the same
+  `platform_start_s` to each. It shows as more INITIALIZING worker-time live than simulated
+  (the "mean workers initializing" rows). Single starts also vary by a few tens of
+  milliseconds around the calibrated median, which is a few tenths of a scenario second at
+  speedup 5; a job that arrives inside that margin of a worker's ready time is counted cold on
+  one side and warm on the other (a job is cold when it was waiting as its worker took its
+  first job). With a handful of cold starts per run one such job is 17-25% of the count: in
+  the diurnal run that made this file, the live worker revived at t = 68 s was ready 0.18 s
+  after the simulated one and a job that arrived 0.16 s after the simulated ready time was its
+  second cold job (5 simulated, 6 live). A per-host start-up distribution instead of a median,
+  and a contention term for concurrent starts, would be the next steps for the model.
+- **Tails of the queue delay.** Queue-delay percentiles at or near zero (p50 for a warm
+  endpoint) compare milliseconds of dispatch; their relative errors are large and meaningless.
+  The p95/p99 queue delays follow the cold-start timing above.
+- **What the synthetic worker does not model.** The live workers sleep; a real model's
+  start-up and inference contend for GPU memory, PCIe and CPU, which neither side has here.
+  THROTTLED workers (GPU capacity on the simulated hosts) are not replayed: the live backends
+  on a GPU-less host place no GPUs, so the fidelity scenarios keep max_workers within capacity.
+- **Docker.** The Docker study runs only when `docker info` answers; see its section.
 """
 
 
