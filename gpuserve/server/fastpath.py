@@ -77,7 +77,8 @@ class FastPath:
                 return worker_api.job_take_batch(r, ep, parts[4], 1 if size is None else size)
         elif n == 6 and method == "POST" and op == "job-done":
             def call(r: Request) -> Awaitable[Response]:
-                return worker_api.job_done(r, ep, parts[4], parts[5])
+                take = _int_param(parse_qs(scope["query_string"].decode()), "gpuserve_take")
+                return worker_api.job_done(r, ep, parts[4], parts[5], take or 0)
         elif n == 6 and method == "POST" and op == "job-stream":
             def call(r: Request) -> Awaitable[Response]:
                 return worker_api.job_stream(r, ep, parts[4], parts[5])

@@ -248,6 +248,16 @@ class Runtime:
                 with contextlib.suppress(ValueError):
                     queue.remove(fut)
 
+    def take_now(self, worker: LiveWorker, max_jobs: int) -> list[Job]:
+        """Up to `max_jobs` queued jobs for the worker at once, without waiting (job-done's gpuserve_take)."""
+        if max_jobs < 1 or worker.draining:
+            return []
+        now = self.clock.now_s()
+        jobs = self.store.take(worker.endpoint_id, worker.worker_id, max_jobs, now)
+        if jobs:
+            self.registry.on_take(worker.worker_id, [j.id for j in jobs], now)
+        return jobs
+
     def _wake_takers(self, endpoint_id: str, count: int) -> None:
         queue = self._takers.get(endpoint_id)
         while queue and count > 0:

@@ -16,6 +16,7 @@ from gpuserve.config.endpoints import ServeConfig
 from gpuserve.core.clock import Clock
 from gpuserve.core.errors import BackendError, ConfigError
 from gpuserve.server.app import create_app
+from gpuserve.server.corked import CorkedHttpToolsProtocol
 from gpuserve.server.fastpath import FastPath
 from gpuserve.server.runtime import Endpoint, Runtime
 from gpuserve.server.settings import ServerSettings
@@ -123,7 +124,7 @@ def uvicorn_config(app: Any, log_level: str = "warning") -> uvicorn.Config:
         log_level=log_level,
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=CorkedHttpToolsProtocol,  # httptools, one send() per response
         lifespan="on",
         # Long polls hold connections open; do not wait them out on shutdown.
         timeout_graceful_shutdown=1,

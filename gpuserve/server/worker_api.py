@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -16,6 +18,11 @@ router = APIRouter(prefix="/v2/{endpoint_id}", tags=["worker"])
 _MAX_RESULT_BYTES = 256 * 1024 * 1024
 
 
+# Tells gpuserve's worker SDK that job-done takes `gpuserve_take` (see job_done); a Runpod
+# worker ignores an unknown header.
+_TAKE_ON_DONE = {"x-gpuserve-take-on-done": "1"}
+
+
 def _jobs_json(jobs: list[str]) -> bytes:
     return ("[" + ",".join(jobs) + "]").encode()
 
@@ -26,8 +33,8 @@ async def job_take(request: Request, endpoint_id: str, worker_id: str) -> Respon
     worker = await worker_auth(rt, endpoint_id, worker_id, request, slow=True)
     jobs = await rt.take(worker, 1)
     if not jobs:
-        return Response(status_code=204)
-    return Response(jobs[0].worker_json().encode(), media_type="application/json")
+        return Response(status_code=204, headers=_TAKE_ON_DONE)
+    return Response(jobs[0].worker_json().encode(), media_type="application/json", headers=_TAKE_ON_DONE)
 
 
 @router.get("/job-take-batch/{worker_id}", summary="Long poll for up to batch_size jobs (200 list, 204 none)")
@@ -38,12 +45,22 @@ async def job_take_batch(request: Request, endpoint_id: str, worker_id: str, bat
         raise ApiError(422, f"batch_size must be at least 1, was {batch_size}")
     jobs = await rt.take(worker, min(batch_size, 1024))
     if not jobs:
-        return Response(status_code=204)
-    return Response(_jobs_json([j.worker_json() for j in jobs]), media_type="application/json")
+        return Response(status_code=204, headers=_TAKE_ON_DONE)
+    return Response(_jobs_json([j.worker_json() for j in jobs]), media_type="application/json", headers=_TAKE_ON_DONE)
 
 
-@router.post("/job-done/{worker_id}/{job_id}", summary="A result, an error or a progress update (idempotent)")
-async def job_done(request: Request, endpoint_id: str, worker_id: str, job_id: str) -> Response:
+@router.post(
+    "/job-done/{worker_id}/{job_id}",
+    summary="A result, an error or a progress update (idempotent)",
+    description=(
+        "gpuserve extension: `gpuserve_take=N` (N >= 1) on a final result also hands the worker up to N "
+        "jobs that are queued right now, as `next` in the answer, saving the job-take request that would "
+        "follow. Without it the answer is Runpod's."
+    ),
+)
+async def job_done(
+    request: Request, endpoint_id: str, worker_id: str, job_id: str, gpuserve_take: int = 0
+) -> Response:
     rt = runtime_of(request)
     worker = await worker_auth(rt, endpoint_id, worker_id, request)
     raw = await read_body(request, _MAX_RESULT_BYTES, "job-done")
@@ -54,7 +71,12 @@ async def job_done(request: Request, endpoint_id: str, worker_id: str, job_id: s
         rt.job_failed_unparsable(worker, job_id, f"the worker's result could not be read: {exc.message}")
         raise
     outcome = rt.job_done(worker, job_id, body)
-    return json_response({"id": job_id, "accepted": outcome})
+    if gpuserve_take < 1 or (isinstance(body, dict) and body.get("status") == "IN_PROGRESS"):
+        return json_response({"id": job_id, "accepted": outcome})
+    jobs = rt.take_now(worker, min(gpuserve_take, 1024))
+    head = json.dumps({"id": job_id, "accepted": outcome})[:-1]  # the jobs' JSON is spliced in, not re-encoded
+    body_json = head + ',"next":[' + ",".join(j.worker_json() for j in jobs) + "]}"
+    return Response(body_json.encode(), media_type="application/json")
 
 
 @router.post("/job-stream/{worker_id}/{job_id}", summary="One streamed chunk, {\"output\": chunk}")

@@ -17,9 +17,10 @@ from typing import Any
 import httpx
 
 from gpuserve.worker.coldstart import SDK_IMPORT_WALL_S, ColdStart, process_start_wall_s
-from gpuserve.worker.env import WorkerEnv
+from gpuserve.worker.env import WorkerEnv, with_query
 from gpuserve.worker.heartbeat import Heartbeat
 from gpuserve.worker.runner import Job, JobOutcome, run_job
+from gpuserve.worker.wire import LeanClient, LeanResponse, usable_for
 
 __all__ = ["Worker"]
 
@@ -34,6 +35,7 @@ POST_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)  # job-done and stream posts on 
 # fast empty answer wait a little, growing to this cap.
 FAST_EMPTY_S = 0.05
 FAST_EMPTY_CAP_S = 0.5
+TAKE_ON_DONE_HEADER = "x-gpuserve-take-on-done"  # on job-take answers: job-done accepts gpuserve_take
 
 
 class _PlatformSink:
@@ -69,6 +71,8 @@ class Worker:
         self.stop_reason = ""
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="handler")
         self.client: httpx.AsyncClient | None = None
+        # job-take and job-done go over the lean client when the server is plain http (wire.py)
+        self.lean: LeanClient | None = None
         self.cold_start = ColdStart(
             worker_id=env.worker_id,
             spawn_wall_s=env.spawn_wall_s,
@@ -77,6 +81,8 @@ class Worker:
             start_called_wall_s=time.time(),
         )
         self.jobs_done = 0
+        self._asking = 0  # slots the take loop has a job-take out for
+        self._server_hands_over = False  # the server's job-take said its job-done takes gpuserve_take
         self.takes = {"single": 0, "batch": 0}
 
     # -- state ----------------------------------------------------------------------------
@@ -99,26 +105,40 @@ class Worker:
 
     async def post(self, url: str, body: dict[str, Any], what: str) -> bool:
         """POST a JSON body, retrying 5xx and connection errors (job-done is idempotent)."""
+        return await self._post(url, body, what) is not None
+
+    async def _post(
+        self, url: str, body: dict[str, Any], what: str, retry_url: str | None = None
+    ) -> httpx.Response | LeanResponse | None:
+        """POST with retries; the accepted response, or None when it was refused or lost.
+
+        `retry_url` replaces `url` after a failed attempt (a retry must not ask for new jobs
+        again: the first attempt may have been handed some before its answer was lost).
+        """
         assert self.client is not None
         data = json.dumps(body, ensure_ascii=False).encode()
         for attempt, delay in enumerate((*POST_RETRY_DELAYS_S, None)):
             try:
-                response = await self.client.post(url, content=data, headers={"Content-Type": "application/json"})
+                if self.lean is not None and usable_for(url):
+                    response: httpx.Response | LeanResponse = await self.lean.post(url, data)
+                else:
+                    response = await self.client.post(url, content=data, headers={"Content-Type": "application/json"})
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
                 if response.status_code < 400:
-                    return True
+                    return response
                 if response.status_code < 500:
                     log.error("%s rejected (%s): %s", what, response.status_code, response.text[:500])
-                    return False
+                    return None
                 problem = f"HTTP {response.status_code}"
+            url = retry_url or url
             if delay is None:
                 break
             log.warning("%s failed (%s), retry %d in %.1f s", what, problem, attempt + 1, delay)
             await asyncio.sleep(delay)
         log.error("%s lost after %d attempts", what, len(POST_RETRY_DELAYS_S) + 1)
-        return False
+        return None
 
     # -- taking jobs ----------------------------------------------------------------------
 
@@ -137,8 +157,14 @@ class Worker:
         self.takes["batch" if free > 1 else "single"] += 1
         if self.cold_start.first_take_wall_s is None:
             self._note_first_take()
-        response = await self.client.get(url, timeout=httpx.Timeout(30.0, read=TAKE_TIMEOUT_S))
+        response: httpx.Response | LeanResponse
+        if self.lean is not None:
+            response = await self.lean.get(url, timeout_s=TAKE_TIMEOUT_S)
+        else:
+            response = await self.client.get(url, timeout=httpx.Timeout(30.0, read=TAKE_TIMEOUT_S))
         status = response.status_code
+        if response.headers.get(TAKE_ON_DONE_HEADER) == "1":
+            self._server_hands_over = True
         if status in (204, 400) or not response.content:
             return []
         if status == 429:
@@ -191,11 +217,14 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             asked_s = time.monotonic()
+            self._asking = free
             try:
                 jobs = await self._take(free)
             except httpx.HTTPError as exc:
                 log.warning("job-take failed: %s: %s", type(exc).__name__, exc)
                 jobs = None
+            finally:
+                self._asking = 0
             if jobs is None:
                 await asyncio.sleep(ERROR_BACKOFF_S[min(errors, len(ERROR_BACKOFF_S) - 1)])
                 errors += 1
@@ -211,6 +240,17 @@ class Worker:
             fast_empties = 0
             for job in jobs:
                 self._start_job(job)
+
+    @staticmethod
+    def _handed_over(response: httpx.Response | LeanResponse) -> list[Job]:
+        try:
+            body = response.json()
+        except ValueError:
+            return []
+        jobs = body.get("next") if isinstance(body, dict) else None
+        if not isinstance(jobs, list):
+            return []  # not a gpuserve server: the take loop asks as usual
+        return [j for j in jobs if isinstance(j, dict) and "id" in j]
 
     def _start_job(self, job: Job) -> None:
         job_id = str(job["id"])
@@ -246,8 +286,19 @@ class Worker:
                 raise
             finally:
                 self._handler_tasks.pop(job_id, None)
-            await self.post(self.env.done_url_for(job_id, outcome.is_stream), outcome.body, what=f"result of {job_id}")
+            url = self.env.done_url_for(job_id, outcome.is_stream)
+            # gpuserve's job-done can hand over the next queued jobs in its answer (gpuserve_take),
+            # saving a job-take round trip per job under load; asked only of a server whose
+            # job-take announced it, so a Runpod server sees the protocol unchanged.
+            want = 0
+            if self._server_hands_over and not outcome.stop_pod and not self._stopping.is_set():
+                want = max(0, self.concurrency - len(self.in_flight) - self._asking + 1)
+            asked_url = with_query(url, gpuserve_take=want) if want else url
+            response = await self._post(asked_url, outcome.body, what=f"result of {job_id}", retry_url=url)
             self.jobs_done += 1
+            if want and response is not None:
+                for next_job in self._handed_over(response):
+                    self._start_job(next_job)
             log.info(
                 "job %s %s in %.3f s",
                 job_id,
@@ -336,6 +387,8 @@ class Worker:
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
         async with httpx.AsyncClient(headers=headers, timeout=30.0, limits=limits) as client:
             self.client = client
+            if self.env.take_url and usable_for(self.env.take_url):
+                self.lean = LeanClient(headers, timeout_s=30.0)
             log.info("worker %s polling %s", self.env.worker_id, self.env.take_url)
             take = asyncio.create_task(self.take_loop(), name="take-loop")
             stop = asyncio.create_task(self.stop_loop(), name="stop-loop")
@@ -343,14 +396,22 @@ class Worker:
             # Stop asking for work at once; a take answered in the meantime would be lost here,
             # and the server requeues jobs of a worker that stops pinging.
             take.cancel()
-            pending = list(self.in_flight.values())
-            if pending:
-                log.info("waiting up to %.0f s for %d in-flight job(s)", self.env.drain_timeout_s, len(pending))
-                _, late = await asyncio.wait(pending, timeout=self.env.drain_timeout_s)
-                for task in late:
-                    task.cancel()
+            if self.in_flight:
+                log.info("waiting up to %.0f s for %d in-flight job(s)", self.env.drain_timeout_s, len(self.in_flight))
+            drain_deadline = time.monotonic() + self.env.drain_timeout_s
+            # Loop: a job-done answer may still hand over jobs that started after the stop.
+            while self.in_flight:
+                _, late = await asyncio.wait(
+                    list(self.in_flight.values()), timeout=max(0.0, drain_deadline - time.monotonic())
+                )
+                if late and time.monotonic() >= drain_deadline:
+                    for task in late:
+                        task.cancel()
+                    break
             stop.cancel()
             await asyncio.gather(take, stop, return_exceptions=True)
+            if self.lean is not None:
+                await self.lean.aclose()
         if heartbeat is not None:
             heartbeat.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
