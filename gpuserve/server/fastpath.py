@@ -25,6 +25,21 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+def _query(scope: Scope) -> dict[str, list[str]]:
+    raw: bytes = scope["query_string"]
+    if not raw:
+        return {}
+    text = raw.decode()
+    if "%" in text or "+" in text or ";" in text:
+        return parse_qs(text)
+    query: dict[str, list[str]] = {}
+    for pair in text.split("&"):  # the SDKs' plain `k=v&k=v`, without parse_qs's general machinery
+        key, sep, value = pair.partition("=")
+        if sep and value:  # parse_qs drops blank values too
+            query.setdefault(key, []).append(value)
+    return query
+
+
 def _int_param(query: dict[str, list[str]], name: str) -> int | None:
     values = query.get(name)
     if not values:
@@ -64,7 +79,7 @@ class FastPath:
                 return client_api.run(r, ep)
         elif n == 4 and method == "POST" and op == "runsync":
             def call(r: Request) -> Awaitable[Response]:
-                return client_api.runsync(r, ep, _int_param(parse_qs(scope["query_string"].decode()), "wait"))
+                return client_api.runsync(r, ep, _int_param(_query(scope), "wait"))
         elif n == 5 and op == "status" and method in ("GET", "POST"):
             def call(r: Request) -> Awaitable[Response]:
                 return client_api.status(r, ep, parts[4])
@@ -73,18 +88,18 @@ class FastPath:
                 return worker_api.job_take(r, ep, parts[4])
         elif n == 5 and method == "GET" and op == "job-take-batch":
             def call(r: Request) -> Awaitable[Response]:
-                size = _int_param(parse_qs(scope["query_string"].decode()), "batch_size")
+                size = _int_param(_query(scope), "batch_size")
                 return worker_api.job_take_batch(r, ep, parts[4], 1 if size is None else size)
         elif n == 6 and method == "POST" and op == "job-done":
             def call(r: Request) -> Awaitable[Response]:
-                take = _int_param(parse_qs(scope["query_string"].decode()), "gpuserve_take")
+                take = _int_param(_query(scope), "gpuserve_take")
                 return worker_api.job_done(r, ep, parts[4], parts[5], take or 0)
         elif n == 6 and method == "POST" and op == "job-stream":
             def call(r: Request) -> Awaitable[Response]:
                 return worker_api.job_stream(r, ep, parts[4], parts[5])
         elif n == 5 and method == "GET" and op == "ping":
             def call(r: Request) -> Awaitable[Response]:
-                q = parse_qs(scope["query_string"].decode())
+                q = _query(scope)
                 return worker_api.ping(
                     r, ep, parts[4], _str_param(q, "job_id"), _str_param(q, "status"),
                     _str_param(q, "check"), _str_param(q, "reason"),
