@@ -119,7 +119,7 @@ class Worker:
         data = json.dumps(body, ensure_ascii=False).encode()
         for attempt, delay in enumerate((*POST_RETRY_DELAYS_S, None)):
             try:
-                if self.lean is not None and usable_for(url):
+                if self.lean is not None and url.startswith("http://"):  # proxies: checked when it was made
                     response: httpx.Response | LeanResponse = await self.lean.post(url, data)
                 else:
                     response = await self.client.post(url, content=data, headers={"Content-Type": "application/json"})

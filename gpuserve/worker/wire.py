@@ -208,22 +208,29 @@ class LeanClient:
         self.timeout_s = timeout_s
         self._max_idle = max_idle
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
-        self._targets: dict[str, tuple[str, int, str, str]] = {}  # url -> (host, port, Host header, path)
+        self._origins: dict[str, tuple[str, int, str]] = {}  # "http://netloc" -> (host, port, Host header)
         self._closed = False
 
     def _target(self, url: str) -> tuple[str, int, str, str]:
-        hit = self._targets.get(url)
+        """(host, port, Host header, path with query); the origin is parsed once, the path per call."""
+        if not url.startswith("http://"):
+            raise httpx.UnsupportedProtocol(f"the lean client only speaks plain http, not {url!r}")
+        ends = [i for i in (url.find("/", 7), url.find("?", 7), url.find("#", 7)) if i >= 0]
+        cut = min(ends) if ends else len(url)
+        origin, path = url[:cut], url[cut:]
+        if not path.startswith("/"):
+            path = "/" + path
+        fragment = path.find("#")
+        if fragment >= 0:
+            path = path[:fragment]
+        hit = self._origins.get(origin)
         if hit is None:
-            parts = urlsplit(url)
-            if parts.scheme != "http" or not parts.hostname:
-                raise httpx.UnsupportedProtocol(f"the lean client only speaks plain http, not {url!r}")
-            port = parts.port or 80
-            host_header = parts.netloc.rpartition("@")[2]
-            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            hit = (parts.hostname, port, host_header, path)
-            if len(self._targets) < 4096:  # job-done URLs differ per job; keep only a bounded cache
-                self._targets[url] = hit
-        return hit
+            parts = urlsplit(origin)
+            if not parts.hostname:
+                raise httpx.UnsupportedProtocol(f"no host in {url!r}")
+            hit = (parts.hostname, parts.port or 80, parts.netloc.rpartition("@")[2])
+            self._origins[origin] = hit
+        return (*hit, path)
 
     async def _connect(self, host: str, port: int, timeout_s: float) -> _Connection:
         loop = asyncio.get_running_loop()

@@ -175,3 +175,16 @@ def test_usable_only_for_plain_http_without_a_proxy(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("HTTP_PROXY")
     monkeypatch.setenv("GPUSERVE_WORKER_HTTP", "httpx")
     assert not usable_for("http://127.0.0.1:8000/x")
+
+
+def test_request_targets_keep_path_and_query_and_drop_the_fragment() -> None:
+    async def main() -> None:
+        async with Scripted(lambda n, raw: [b"HTTP/1.1 204 No Content\r\n\r\n"]) as srv:
+            client = LeanClient({})
+            for suffix in ("", "?q=1#frag", "/a/b%20c?x=1&y=2"):
+                assert (await client.get(srv.url + suffix)).status_code == 204
+            await client.aclose()
+        lines = [r.split(b"\r\n", 1)[0] for r in srv.requests]
+        assert lines == [b"GET / HTTP/1.1", b"GET /?q=1 HTTP/1.1", b"GET /a/b%20c?x=1&y=2 HTTP/1.1"]
+
+    run(main())
