@@ -287,12 +287,21 @@ class Worker:
             finally:
                 self._handler_tasks.pop(job_id, None)
             url = self.env.done_url_for(job_id, outcome.is_stream)
-            # gpuserve's job-done can hand over the next queued jobs in its answer (gpuserve_take),
+            # gpuserve's job-done can hand over the next queued job in its answer (gpuserve_take),
             # saving a job-take round trip per job under load; asked only of a server whose
-            # job-take announced it, so a Runpod server sees the protocol unchanged.
+            # job-take announced it, so a Runpod server sees the protocol unchanged. Only for
+            # one job at a time: with more slots the take loop's batch takes already share a
+            # request between jobs, and slots are filled the way Runpod's SDK fills them.
             want = 0
-            if self._server_hands_over and not outcome.stop_pod and not self._stopping.is_set():
-                want = max(0, self.concurrency - len(self.in_flight) - self._asking + 1)
+            if (
+                self._server_hands_over
+                and self.concurrency == 1
+                and len(self.in_flight) == 1
+                and not self._asking
+                and not outcome.stop_pod
+                and not self._stopping.is_set()
+            ):
+                want = 1
             asked_url = with_query(url, gpuserve_take=want) if want else url
             response = await self._post(asked_url, outcome.body, what=f"result of {job_id}", retry_url=url)
             self.jobs_done += 1
