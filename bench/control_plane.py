@@ -1,7 +1,7 @@
 """Control-plane benchmark: /runsync latency and end-to-end throughput through gpuserve's real queue and separate
 worker processes, side by side with the runpod package's own local test server serving the same handler.
 
-    .venv/bin/python bench/control_plane.py [--seq 1000] [--jobs 4000] [--clients 32] [--workers 2]
+    .venv/bin/python bench/control_plane.py [--seq 1000] [--jobs 4000] [--clients 32] [--workers 2] [--repeat 1]
 
 What runs, all on this machine:
 - gpuserve: `gpuserve serve` in its own process (SQLite store, process backend); `--workers` worker
@@ -10,6 +10,8 @@ What runs, all on this machine:
   handler inside the server process: no queue, no worker hop, nothing stored.
 - cold start: a second gpuserve endpoint at zero workers; the first /runsync's delayTime is the time from
   submission until a freshly spawned worker process took the job.
+- `--repeat N` runs both N times, alternating, and reports each figure's median (the host may be
+  shared: single runs move with its load), with the 1-minute load average before and after each run.
 """
 
 from __future__ import annotations
@@ -218,12 +220,29 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32, help="concurrent clients in the throughput run")
     ap.add_argument("--workers", type=int, default=2, help="gpuserve worker processes")
     ap.add_argument("--concurrency", type=int, default=1, help="jobs each gpuserve worker runs at once (batch takes)")
+    ap.add_argument("--repeat", type=int, default=1, help="run both this many times, alternating; report medians")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="gpuserve-bench-") as tmp:
-        work = Path(tmp)
-        ours = run_gpuserve(args, work)
-        theirs = run_runpod(args, work)
+    runs_ours: list[dict[str, object]] = []
+    runs_theirs: list[dict[str, object]] = []
+    for i in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix="gpuserve-bench-") as tmp:
+            work = Path(tmp)
+            load_before = os.getloadavg()[0]
+            runs_ours.append(run_gpuserve(args, work))
+            runs_theirs.append(run_runpod(args, work))
+            load_after = os.getloadavg()[0]
+        o, t = runs_ours[-1], runs_theirs[-1]
+        print(
+            f"run {i + 1}/{args.repeat}: load {load_before:.2f} -> {load_after:.2f}; gpuserve p50 {o['p50_ms']:.2f} "
+            f"p99 {o['p99_ms']:.2f} ms {o['jobs_per_s']:.0f} jobs/s cold {o['cold_start_to_first_job_ms']} ms; "
+            f"runpod local p50 {t['p50_ms']:.2f} p99 {t['p99_ms']:.2f} ms {t['jobs_per_s']:.0f} jobs/s",
+            flush=True,
+        )
+    ours = _medians(runs_ours)
+    theirs = _medians(runs_theirs)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    if args.repeat > 1:
+        print(f"medians of {args.repeat} runs")
     print(f"{'':34}{'gpuserve':>12}{'runpod local':>14}{'ratio':>8}")
     rows = [("sequential /runsync p50 (ms)", "p50_ms"), ("sequential /runsync p99 (ms)", "p99_ms"),
             ("sequential /runsync mean (ms)", "mean_ms"), (f"throughput, {args.clients} clients (jobs/s)", "jobs_per_s")]
@@ -231,11 +250,17 @@ def main() -> None:
         a, b = float(ours[key]), float(theirs[key])  # type: ignore[arg-type]
         print(f"{label:34}{a:12.2f}{b:14.2f}{a / b:8.2f}")
     print(
-        f"gpuserve split of a /runsync (p50): queued until taken {ours['delay_p50_ms']} ms, "
-        f"taken until the worker's result arrived {ours['execution_p50_ms']} ms"
+        f"gpuserve split of a /runsync (p50): queued until taken {ours.get('delay_p50_ms')} ms, "
+        f"taken until the worker's result arrived {ours.get('execution_p50_ms')} ms"
     )
-    print(f"gpuserve process worker, cold start to first job: {ours['cold_start_to_first_job_ms']} ms (delayTime)")
-    print(json.dumps({"gpuserve": ours, "runpod_local": theirs, "args": vars(args)}))
+    print(f"gpuserve process worker, cold start to first job: {ours.get('cold_start_to_first_job_ms')} ms (delayTime)")
+    print(json.dumps({"gpuserve": ours, "runpod_local": theirs, "args": vars(args),
+                      "runs": {"gpuserve": runs_ours, "runpod_local": runs_theirs}}))
+
+
+def _medians(runs: list[dict[str, object]]) -> dict[str, object]:
+    keys = [k for k in runs[0] if all(isinstance(r.get(k), int | float) for r in runs)]
+    return {k: statistics.median(float(r[k]) for r in runs) for k in keys}  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
