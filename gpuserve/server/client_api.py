@@ -212,6 +212,10 @@ async def stream(request: Request, endpoint_id: str, job_id: str) -> Response:
     job = _job_or_404(rt, endpoint_id, job_id)
     status_value = job.status.value  # read before the chunks: a final status never precedes its last chunk
     chunks = rt.store.read_chunks(job_id)
+    if job.status is JobStatus.CANCELLED and not chunks:
+        # runpod's stream() polls until COMPLETED, FAILED or TIMED_OUT, so a CANCELLED answer would
+        # keep it polling forever; an error ends it (no `status` key: the asyncio client reads it).
+        raise ApiError(410, f"job {job_id!r} was cancelled; its stream has ended")
     body: dict[str, Any] = {"id": job.id, "status": status_value, "stream": [{"output": c} for c in chunks]}
     if job.error is not None and job.status.is_terminal:
         body["error"] = job.error
