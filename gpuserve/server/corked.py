@@ -17,16 +17,19 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["CorkedHttpToolsProtocol"]
 
+_FLUSH_AT_BYTES = 64 * 1024
+
 
 class _CorkedTransport:
     """Delegates to a real transport; write() is deferred to the end of the current loop turn."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_loop", "_pending", "_size", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self._size = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -34,6 +37,11 @@ class _CorkedTransport:
         if not self._pending:
             self._loop.call_soon(self._flush)
         self._pending.append(bytes(data))
+        self._size += len(data)
+        if self._size >= _FLUSH_AT_BYTES:
+            # A streamed response writing a lot in one turn goes out now, so the real
+            # transport's flow control (pause_writing) sees it.
+            self._flush()
 
     def writelines(self, data: Any) -> None:
         for chunk in data:
@@ -44,11 +52,12 @@ class _CorkedTransport:
             return
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending = []
+        self._size = 0
         if not self._transport.is_closing():
             self._transport.write(data)
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(len(p) for p in self._pending)
+        return self._transport.get_write_buffer_size() + self._size
 
     def close(self) -> None:
         self._flush()

@@ -113,3 +113,14 @@ def test_pipelined_requests_and_connection_close_are_answered_whole_and_in_order
         length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")).split(b":")[1])
         assert len(body) == length
     assert b"nope" in answers[2]
+
+
+def test_large_answers_arrive_whole(make_server):
+    h = make_server()
+    w = h.add_worker()
+    job_id = h.run({"input": {}})
+    assert w.get("/job-take/w1").json()["id"] == job_id
+    big = "x" * (3 * 1024 * 1024)  # well past the point where gathered writes go out at once
+    w.post(f"/job-done/w1/{job_id}", json={"output": big})
+    for _ in range(3):  # on one kept-alive connection, several times
+        assert h.status(job_id)["output"] == big
