@@ -68,6 +68,7 @@ class Runtime:
         self.registry = registry
         self.backend = backend
         self._workers_drained = False
+        self._closing = False  # set by drain_workers: long polls answer at once instead of parking
         self.clock = clock or WallClock()
         self.settings = settings or ServerSettings()
         self.global_key_hashes = global_key_hashes
@@ -110,6 +111,7 @@ class Runtime:
         uvicorn closes its listening socket before the app's lifespan ends; stopping workers
         only then would refuse their pings, mark them UNHEALTHY and end them with SIGKILL.
         """
+        self._closing = True
         if self._loop_task is not None:  # no more scaling: nothing may replace a stopping worker
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -228,7 +230,7 @@ class Runtime:
                     self.registry.on_take(worker.worker_id, [j.id for j in jobs], self.clock.now_s())
                     return jobs
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self._closing:
                 return []
             fut: asyncio.Future[None] = loop.create_future()
             queue = self._takers.setdefault(eid, deque())
@@ -332,7 +334,7 @@ class Runtime:
         """Long poll for the job-stop channel: ids of this worker's jobs that were cancelled or timed out."""
         wid = worker.worker_id
         pending = self._stops.get(wid)
-        if not pending:
+        if not pending and not self._closing:
             loop = asyncio.get_running_loop()
             fut = self._stop_waiters.get(wid)
             if fut is None or fut.done():
