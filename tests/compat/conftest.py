@@ -172,7 +172,10 @@ async def handler(job):
             await asyncio.sleep(0.02)
     except asyncio.CancelledError:
         if inp.get("marker"):
-            pathlib.Path(inp["marker"]).write_text(f"cancelled {job['id']} on {os.environ['RUNPOD_POD_ID']}")
+            # Written aside, then renamed: the test polls for the file and must never read it half-written.
+            tmp = pathlib.Path(inp["marker"] + ".tmp")
+            tmp.write_text(f"cancelled {job['id']} on {os.environ['RUNPOD_POD_ID']}")
+            os.replace(tmp, inp["marker"])
         raise
     return {"worker": os.environ["RUNPOD_POD_ID"], "ok": True}
 serverless.start({"handler": handler})

@@ -13,7 +13,10 @@ async def handler(job):
         await asyncio.sleep(float(job["input"].get("sleep_s", 30)))
     except asyncio.CancelledError:
         if marker:
-            Path(marker).write_text(f"cancelled {job['id']} on {os.environ.get('RUNPOD_POD_ID')}")
+            # Written aside, then renamed: the test polls for the file and must never read it half-written.
+            tmp = Path(marker + ".tmp")
+            tmp.write_text(f"cancelled {job['id']} on {os.environ.get('RUNPOD_POD_ID')}")
+            os.replace(tmp, marker)
         raise
     return {"slept": job["input"].get("sleep_s"), "worker": os.environ.get("RUNPOD_POD_ID")}
 
