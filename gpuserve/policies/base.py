@@ -8,6 +8,7 @@ a clock, sleeps or does I/O; time arrives as `snapshot.now_s`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -15,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from gpuserve.core.errors import ConfigError
 from gpuserve.core.types import EndpointSnapshot, EndpointSpec, ScaleDecision
 
-__all__ = ["Policy", "PolicyInstance", "available", "build_params", "get", "register"]
+__all__ = ["Policy", "PolicyInstance", "available", "build_params", "check_number", "get", "register"]
 
 P = TypeVar("P")
 S = TypeVar("S")
@@ -53,6 +54,17 @@ class PolicyInstance:
     def decide(self, snapshot: EndpointSnapshot) -> ScaleDecision:
         decision, self.state = self.policy.decide(snapshot, self.params, self.state)
         return decision
+
+
+def check_number(name: str, value: object, *, positive: bool = False) -> float:
+    """Reject a non-number, NaN or a negative (or, with `positive`, a zero) parameter value."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ConfigError(name, value, "must be a number")
+    if positive and value <= 0:
+        raise ConfigError(name, value, "must be positive")
+    if value < 0:
+        raise ConfigError(name, value, "cannot be negative")
+    return float(value)
 
 
 _REGISTRY: dict[str, Policy[Any, Any]] = {}

@@ -11,22 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gpuserve.core.errors import ConfigError
 from gpuserve.core.types import EndpointSnapshot, EndpointSpec, ScaleDecision
-from gpuserve.policies.base import Policy, register
+from gpuserve.policies.base import Policy, check_number, register
 
 __all__ = ["FixedKeepAliveParams", "FixedKeepAliveState", "decide", "scale_per_request"]
-
-
-def check_number(name: str, value: object, *, positive: bool = False) -> float:
-    """Reject a non-number, NaN or a negative (or, with `positive`, a zero) parameter value."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ConfigError(name, value, "must be a number")
-    if positive and value <= 0:
-        raise ConfigError(name, value, "must be positive")
-    if value < 0:
-        raise ConfigError(name, value, "cannot be negative")
-    return float(value)
 
 
 def scale_per_request(snapshot: EndpointSnapshot) -> int:

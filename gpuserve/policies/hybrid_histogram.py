@@ -31,8 +31,8 @@ from dataclasses import dataclass, replace
 
 from gpuserve.core.errors import ConfigError
 from gpuserve.core.types import EndpointSnapshot, EndpointSpec, ScaleDecision, WorkerState
-from gpuserve.policies.base import Policy, register
-from gpuserve.policies.fixed_keepalive import check_number, scale_per_request
+from gpuserve.policies.base import Policy, check_number, register
+from gpuserve.policies.fixed_keepalive import scale_per_request
 
 __all__ = ["HybridHistogramParams", "HybridHistogramState", "Windows", "decide", "forecast_idle_s", "windows"]
 

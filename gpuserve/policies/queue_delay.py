@@ -21,8 +21,7 @@ import math
 from dataclasses import dataclass
 
 from gpuserve.core.types import EndpointSnapshot, EndpointSpec, ScaleDecision, ScalerType
-from gpuserve.policies.base import Policy, register
-from gpuserve.policies.fixed_keepalive import check_number
+from gpuserve.policies.base import Policy, check_number, register
 
 __all__ = ["QueueDelayParams", "QueueDelayState", "decide"]
 

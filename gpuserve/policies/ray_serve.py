@@ -19,8 +19,7 @@ from dataclasses import dataclass, replace
 
 from gpuserve.core.errors import ConfigError
 from gpuserve.core.types import EndpointSnapshot, EndpointSpec, ScaleDecision
-from gpuserve.policies.base import Policy, register
-from gpuserve.policies.fixed_keepalive import check_number
+from gpuserve.policies.base import Policy, check_number, register
 
 __all__ = ["RayServeParams", "RayServeState", "decide"]
 
