@@ -67,7 +67,6 @@ class Runtime:
         self.store = store
         self.registry = registry
         self.backend = backend
-        self._workers_drained = False
         self._closing = False  # set by drain_workers: long polls answer at once instead of parking
         self.clock = clock or WallClock()
         self.settings = settings or ServerSettings()
@@ -111,6 +110,8 @@ class Runtime:
         uvicorn closes its listening socket before the app's lifespan ends; stopping workers
         only then would refuse their pings, mark them UNHEALTHY and end them with SIGKILL.
         """
+        if self._closing:  # already drained (the server's shutdown runs before the app's lifespan end)
+            return
         self._closing = True
         if self._loop_task is not None:  # no more scaling: nothing may replace a stopping worker
             self._loop_task.cancel()
@@ -122,8 +123,7 @@ class Runtime:
                 _set_none(fut)
         for fut in self._stop_waiters.values():
             _set_none(fut)
-        if self.backend is not None and not self._workers_drained:
-            self._workers_drained = True
+        if self.backend is not None:
             await asyncio.to_thread(self.backend.shutdown)
 
     async def stop(self) -> None:
