@@ -147,25 +147,15 @@ class Controller:
         return step
 
     def on_job_arrival(self, endpoint_id: str, now_s: float | None = None, low_priority: bool = False) -> ControlStep | None:
-        """A job just arrived: consult the policy at once (Knative's 'poke').
+        """A job just arrived: consult the policy at once (Knative's 'poke'), unless it is lowPriority.
 
         A job that finds no free slot on an endpoint must not wait for the next periodic
         tick; with 0 workers and a 60-s stable window it would wait up to a full tick for
-        nothing. lowPriority jobs never trigger scale-up (Runpod's rule).
+        nothing. A job at zero workers gets one from the guardrails.
         """
         if low_priority:
             return None
-        step = self.tick_endpoint(endpoint_id, now_s)
-        if step.snapshot.current_workers == 0 and step.action.start == 0:
-            # The policy held or asked for zero (e.g. a panic window with no data yet), yet
-            # a job waits on an empty endpoint: start one worker now if max allows.
-            spec = step.snapshot.endpoint
-            if spec.scaling.max_workers >= 1:
-                action = ScaleAction(start=1, target=1, reason="job arrived at zero workers")
-                self.backend.apply(spec, action, step.snapshot.now_s)
-                step = ControlStep(step.snapshot, step.decision, action, step.next_wake_s)
-                self._entry(endpoint_id).last_step = step
-        return step
+        return self.tick_endpoint(endpoint_id, now_s)
 
     def _entry(self, endpoint_id: str) -> _Endpoint:
         try:

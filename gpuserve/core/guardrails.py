@@ -41,6 +41,9 @@ def apply_guardrails(
 
     - Target is clamped to [min_workers, max_workers]; a hold keeps the current count
       (clamped too, so a hold can still bring an endpoint up to its min).
+    - A job waiting at an endpoint with zero workers gets one (if max_workers allows),
+      whatever the policy said: a hold with no data yet, or a wish for zero, would
+      otherwise leave it waiting for a worker nobody starts.
     - Scale-up starts `target - current` workers (at most `max_step` per call if given).
     - Scale-down only stops workers that are THROTTLED (useless: no GPU) or IDLE for at
       least the keep-alive; the longest idle go first. The last worker additionally waits
@@ -52,6 +55,11 @@ def apply_guardrails(
     assert desired is not None
     target = max(scaling.min_workers, min(scaling.max_workers, desired))
     reason = decision.reason
+    if target == 0 and current == 0 and snapshot.queue.scaling_queue > 0 and scaling.max_workers >= 1:
+        # KPA's first arrival has no window sample yet and holds at 0; queue_delay's X = 4 s
+        # would keep a job waiting 4 s for no worker at all. lowPriority jobs do not count
+        # (Runpod: they never trigger scale-up).
+        target, reason = 1, "job arrived at zero workers"
     if target > current:
         start = target - current
         if max_step is not None:

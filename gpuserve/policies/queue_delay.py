@@ -12,7 +12,8 @@ Below X nothing is added: jobs are meant to wait up to X for a busy worker. The 
 shrinks toward in-system demand and the idle-timeout guardrail retires idle workers
 (Runpod: idle timeout matters in this mode). While the oldest job is below X the policy
 asks to be woken at the exact moment it crosses X. An endpoint with no workers at all
-starts one at once, since waiting X seconds for no worker is pure loss.
+gets one at once from the guardrails (as with every policy), since waiting X seconds for
+no worker is pure loss.
 """
 
 from __future__ import annotations
@@ -76,9 +77,8 @@ def decide(
         reason = f"oldest job waited {age_s:g} s >= {delay_s:g} s, but starting workers will take every queued job"
         return ScaleDecision(toward_demand, reason), state
 
+    # At zero workers this asks for none; the guardrails start one for a waiting job.
     wake_at_s = snapshot.now_s + (delay_s - age_s) if queued > 0 else None
-    if queued > 0 and current == 0:
-        return ScaleDecision(1, "jobs queued at zero workers", wake_at_s=wake_at_s), state
     reason = f"oldest job waited {age_s:g} s < {delay_s:g} s: {toward_demand} workers for demand {snapshot.demand}"
     return ScaleDecision(toward_demand, reason, wake_at_s=wake_at_s), state
 

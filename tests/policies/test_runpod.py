@@ -126,10 +126,12 @@ def test_queue_delay_adds_enough_for_unserved_jobs(
 
 
 def test_queue_delay_zero_workers_start_one_at_once() -> None:
+    # The policy asks for none below X; the guardrails start one for jobs waiting at zero workers.
     spec = endpoint("runpod_queue_delay")
     instance = policies.get("runpod_queue_delay", {}, spec)
-    decision = instance.decide(snap(20.0, spec, in_queue=3, oldest_queued_age_s=0.0))
-    assert decision.desired_workers == 1 and decision.wake_at_s == pytest.approx(24.0)
+    s = snap(20.0, spec, in_queue=3, oldest_queued_age_s=0.0)
+    decision = instance.decide(s)
+    assert apply_guardrails(s, decision).start == 1 and decision.wake_at_s == pytest.approx(24.0)
 
 
 def test_queue_delay_scales_down_through_idle_timeout() -> None:
