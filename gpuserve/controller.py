@@ -6,14 +6,14 @@ live (wall clock, processes or containers, SQLite store); only the three seams d
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from gpuserve import policies
 from gpuserve.core.clock import Clock
 from gpuserve.core.errors import NotFoundError
-from gpuserve.core.guardrails import apply_guardrails, next_expiry_s
+from gpuserve.core.guardrails import apply_guardrails
 from gpuserve.core.types import (
     EndpointSnapshot,
     EndpointSpec,
@@ -23,6 +23,7 @@ from gpuserve.core.types import (
     WorkerView,
 )
 from gpuserve.policies.base import PolicyInstance
+from gpuserve.schedule import ConsultPlan, consult_plan, next_wake_s
 
 __all__ = ["Backend", "ControlStep", "Controller", "JobQueue"]
 
@@ -55,8 +56,26 @@ class ControlStep:
 class _Endpoint:
     spec: EndpointSpec
     policy: PolicyInstance
+    plan: ConsultPlan
+    bound_spec: EndpointSpec  # the spec the policy's state was built from
     next_wake_s: float | None = None
     last_step: ControlStep | None = None
+
+
+def _plan(policy: PolicyInstance, spec: EndpointSpec, bound_spec: EndpointSpec) -> ConsultPlan:
+    # A swapped spec keeps the policy's state, which was built from the old one
+    # (request_count resolves its per_worker from scaler_value once), so a promise must
+    # hold for both: per_worker 4 from the old spec and concurrency 8 in the new is no promise.
+    def holds(flag: Callable[[EndpointSpec], bool]) -> bool:
+        return flag(spec) and (bound_spec is spec or flag(bound_spec))
+
+    return consult_plan(
+        spec,
+        tick_interval_s=policy.tick_interval_s,
+        sized_by_demand=holds(policy.sized_by_demand),
+        stateless_no_wake=holds(policy.stateless_no_wake),
+        observes_on_tick=holds(policy.observes_on_tick),
+    )
 
 
 class Controller:
@@ -83,13 +102,15 @@ class Controller:
     def add_endpoint(self, spec: EndpointSpec) -> None:
         """Register (or replace, keeping no policy state) an endpoint."""
         policy = policies.get(spec.policy.name, spec.policy.params, spec)
-        self._endpoints[spec.endpoint_id] = _Endpoint(spec=spec, policy=policy)
+        plan = _plan(policy, spec, spec)
+        self._endpoints[spec.endpoint_id] = _Endpoint(spec=spec, policy=policy, plan=plan, bound_spec=spec)
 
     def update_endpoint(self, spec: EndpointSpec) -> None:
         """Swap an endpoint's spec; the policy keeps its state if the policy is unchanged."""
         old = self._entry(spec.endpoint_id)
         if old.spec.policy == spec.policy:
             old.spec = spec
+            old.plan = _plan(old.policy, spec, old.bound_spec)
         else:
             self.add_endpoint(spec)
 
@@ -105,6 +126,10 @@ class Controller:
 
     def tick_interval_s(self, endpoint_id: str) -> float | None:
         return self._entry(endpoint_id).policy.tick_interval_s
+
+    def consult_plan(self, endpoint_id: str) -> ConsultPlan:
+        """When this endpoint's policy must be consulted (gpuserve.schedule's functions read it)."""
+        return self._entry(endpoint_id).plan
 
     def next_wake_s(self, endpoint_id: str) -> float | None:
         """When an event-driven endpoint wants to be consulted again with no new events."""
@@ -137,10 +162,7 @@ class Controller:
         action = apply_guardrails(snap, decision, self.max_step)
         if not action.is_noop:
             self.backend.apply(entry.spec, action, snap.now_s)
-        wake = decision.wake_at_s
-        expiry = next_expiry_s(snap, decision, action.stop)
-        if expiry is not None and expiry > snap.now_s:
-            wake = expiry if wake is None else min(wake, expiry)
+        wake = next_wake_s(snap, decision, action)
         step = ControlStep(snapshot=snap, decision=decision, action=action, next_wake_s=wake)
         entry.next_wake_s = wake
         entry.last_step = step
@@ -149,9 +171,9 @@ class Controller:
     def on_job_arrival(self, endpoint_id: str, now_s: float | None = None, low_priority: bool = False) -> ControlStep | None:
         """A job just arrived: consult the policy at once (Knative's 'poke'), unless it is lowPriority.
 
-        A job that finds no free slot on an endpoint must not wait for the next periodic
-        tick; with 0 workers and a 60-s stable window it would wait up to a full tick for
-        nothing. A job at zero workers gets one from the guardrails.
+        Kept for callers that consult on every arrival; `gpuserve.schedule.must_consult_on_arrival`
+        with `consult_plan(endpoint_id)` says when a pass can be skipped, and then
+        `tick_endpoint` runs it. A job at zero workers gets one from the guardrails.
         """
         if low_priority:
             return None

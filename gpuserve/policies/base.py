@@ -16,10 +16,29 @@ from typing import Any, Generic, TypeVar
 from gpuserve.core.errors import ConfigError
 from gpuserve.core.types import EndpointSnapshot, EndpointSpec, ScaleDecision
 
-__all__ = ["Policy", "PolicyInstance", "available", "build_params", "check_number", "get", "register"]
+__all__ = [
+    "Policy",
+    "PolicyInstance",
+    "ScheduleFlag",
+    "available",
+    "build_params",
+    "check_number",
+    "get",
+    "register",
+]
 
 P = TypeVar("P")
 S = TypeVar("S")
+
+
+# A schedule attribute is a fixed answer or, when it depends on the params or the endpoint,
+# a function of both: request_count at 1 request per worker and 4 slots per worker can ask
+# for 4 workers while 4 jobs run on one, so it is sized by demand only at per_worker >= slots.
+ScheduleFlag = bool | Callable[[P, EndpointSpec], bool]
+
+
+def _event_driven(_params: object) -> float | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -27,16 +46,37 @@ class Policy(Generic[P, S]):
     """A registered policy: its params type, initial state and pure decide function.
 
     `tick_interval_s` is how often the controller must consult it with no events (Knative
-    ticks every 2 s); None means it is event-driven (consulted on arrivals and at the
-    `wake_at_s` it asks for), which lets the simulator skip idle stretches entirely.
+    ticks every 2 s); None (the default) means it is event-driven (consulted on arrivals
+    and at the `wake_at_s` it asks for), which lets the simulator skip idle stretches entirely.
+
+    The schedule attributes are promises that let the loop skip controller passes that
+    could change nothing (gpuserve.schedule states each argument). Each defaults to False,
+    the safe answer: the controller is consulted on every arrival.
+    - `sized_by_demand`: whenever no job is queued, `decide` asks for at most
+      ceil(demand / concurrency_per_worker) workers, keeps its state as it was, asks for
+      no wake and keeps the same `keep_alive_s`. Arrivals a free slot takes at once are
+      then not shown to it.
+    - `stateless_no_wake`: `decide` keeps no state that changes, never sets `wake_at_s`
+      and its `keep_alive_s` depends on params only. Arrivals that queue while the
+      endpoint has `max_workers` workers are then not shown to it.
+    - `observes_on_tick`: with a tick, the policy is meant to see the endpoint at its
+      ticks (as Knative's autoscaler does), so both kinds of arrival above are not shown
+      to it, by design rather than because the pass would be a no-op.
     """
 
     name: str
     params_type: type[P]
     initial_state: Callable[[P, EndpointSpec], S]
     decide: Callable[[EndpointSnapshot, P, S], tuple[ScaleDecision, S]]
-    tick_interval_s: Callable[[P], float | None]
+    tick_interval_s: Callable[[P], float | None] = _event_driven
     doc: str = ""
+    sized_by_demand: ScheduleFlag[P] = False
+    stateless_no_wake: ScheduleFlag[P] = False
+    observes_on_tick: ScheduleFlag[P] = False
+
+
+def _flag(flag: ScheduleFlag[Any], params: Any, endpoint: EndpointSpec) -> bool:
+    return flag if isinstance(flag, bool) else bool(flag(params, endpoint))
 
 
 @dataclass
@@ -50,6 +90,15 @@ class PolicyInstance:
     @property
     def tick_interval_s(self) -> float | None:
         return self.policy.tick_interval_s(self.params)
+
+    def sized_by_demand(self, endpoint: EndpointSpec) -> bool:
+        return _flag(self.policy.sized_by_demand, self.params, endpoint)
+
+    def stateless_no_wake(self, endpoint: EndpointSpec) -> bool:
+        return _flag(self.policy.stateless_no_wake, self.params, endpoint)
+
+    def observes_on_tick(self, endpoint: EndpointSpec) -> bool:
+        return _flag(self.policy.observes_on_tick, self.params, endpoint)
 
     def decide(self, snapshot: EndpointSnapshot) -> ScaleDecision:
         decision, self.state = self.policy.decide(snapshot, self.params, self.state)

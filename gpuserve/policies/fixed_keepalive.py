@@ -67,5 +67,8 @@ POLICY = register(
         # Event-driven: arrivals bring scale-up, and the guardrails' idle expiry wakes it for retirement.
         tick_interval_s=lambda _p: None,
         doc=__doc__ or "",
+        # With nothing queued nothing is unserved: min(current, ceil(demand / per_worker)).
+        sized_by_demand=True,
+        stateless_no_wake=True,  # no state, no wake, keep-alive from params
     )
 )

@@ -237,5 +237,6 @@ POLICY = register(
         decide=decide,
         tick_interval_s=lambda _p: None,  # event-driven: wakes at window edges and while busy
         doc=__doc__ or "",
+        # No schedule attribute: it learns idle times from every arrival, so it sees each one.
     )
 )

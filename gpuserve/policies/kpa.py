@@ -176,5 +176,8 @@ POLICY = register(
         decide=decide,
         tick_interval_s=lambda p: p.tick_interval_s,
         doc=__doc__ or "",
+        # Knative's autoscaler scrapes its pods on its own schedule; the activator pokes it
+        # only when no pod can take a request.
+        observes_on_tick=True,
     )
 )

@@ -92,5 +92,8 @@ POLICY = register(
         # Event-driven: arrivals consult it, and it asks for a wake when the oldest job crosses X.
         tick_interval_s=lambda _p: None,
         doc=__doc__ or "",
+        # With nothing queued: min(current, ceil(demand / per_worker)) and no wake. It is not
+        # stateless_no_wake: a queued job makes it ask for a wake at the moment it crosses X.
+        sized_by_demand=True,
     )
 )

@@ -126,5 +126,7 @@ POLICY = register(
         # Periodic: demand also falls when jobs finish, which is no arrival; the tick notices it.
         tick_interval_s=lambda p: p.control_interval_s,
         doc=__doc__ or "",
+        # Ray's controller polls replica metrics on its control loop, not per request.
+        observes_on_tick=True,
     )
 )

@@ -27,12 +27,22 @@ class RequestCountState:
     requests_per_worker: float
 
 
-def _initial(params: RequestCountParams, endpoint: EndpointSpec) -> RequestCountState:
+def _per_worker(params: RequestCountParams, endpoint: EndpointSpec) -> float:
     if params.requests_per_worker > 0:
-        return RequestCountState(params.requests_per_worker)
+        return params.requests_per_worker
     scaling = endpoint.scaling
-    per_worker = scaling.scaler_value if scaling.scaler is ScalerType.REQUEST_COUNT else 4.0
-    return RequestCountState(per_worker)
+    return scaling.scaler_value if scaling.scaler is ScalerType.REQUEST_COUNT else 4.0
+
+
+def _initial(params: RequestCountParams, endpoint: EndpointSpec) -> RequestCountState:
+    return RequestCountState(_per_worker(params, endpoint))
+
+
+def _sized_by_demand(params: RequestCountParams, endpoint: EndpointSpec) -> bool:
+    # ceil(demand / per_worker) can exceed the workers holding that demand only if one worker
+    # is meant to hold fewer requests than it has slots: per_worker 1 at concurrency 4 -> 4
+    # running requests on one worker want 4 workers.
+    return _per_worker(params, endpoint) >= endpoint.concurrency_per_worker
 
 
 def decide(
@@ -55,5 +65,7 @@ POLICY = register(
         decide=decide,
         tick_interval_s=lambda _p: None,  # demand only changes on arrivals and completions
         doc=__doc__ or "",
+        sized_by_demand=_sized_by_demand,
+        stateless_no_wake=True,  # the state is the resolved per_worker; no wake, no keep-alive of its own
     )
 )

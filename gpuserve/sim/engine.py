@@ -5,8 +5,9 @@ Design for speed (the hot path is one arrival and one completion per job):
   chain of simpy Timeouts carrying plain callbacks (no generator process per job);
 - service times come from per-endpoint buffers filled by numpy in blocks;
 - records are appended to flat lists/arrays and become DataFrames only at the end;
-- the Controller is consulted through the Backend/JobQueue/Clock seams exactly as live, on
-  arrivals that need it, at the policy's tick interval, and at the wake it asks for.
+- the Controller is consulted through the Backend/JobQueue/Clock seams exactly as live, when
+  gpuserve.schedule says it must: on arrivals that need it, at the policy's tick interval,
+  at the wake it asks for and at an idle worker's keep-alive expiry.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from simpy.core import StopSimulation
 
 from gpuserve.controller import Controller
 from gpuserve.core.errors import ConfigError
-from gpuserve.core.guardrails import due_time_s
-from gpuserve.core.types import EndpointSpec, QueueStats, ScaleAction, ScalerType, WorkerState, WorkerView
+from gpuserve.core.types import EndpointSpec, QueueStats, ScaleAction, WorkerState, WorkerView
+from gpuserve.schedule import ConsultPlan, idle_expiry_wake_s, must_consult_on_arrival
 from gpuserve.sim.billing import BillingModel
 from gpuserve.sim.coldstart import ColdStartProfile, StageTimes
 from gpuserve.sim.hosts import HostSpec, HostState
@@ -45,42 +46,6 @@ __all__ = [
     "SimQueue",
     "Simulation",
 ]
-
-# Which policies may skip the controller call on an arrival that a ready worker takes at once.
-# Such an arrival leaves the queue empty and demand <= ready capacity, so a policy that sizes
-# the endpoint from demand (queued + running) cannot ask for more workers than exist; the only
-# thing it could still do is shrink, which guardrails do only to IDLE workers past their
-# keep-alive (caught at the expiry wake the engine schedules) or THROTTLED ones (so the call
-# is skipped only while none is THROTTLED). Skipping the call is what makes a 1e6-request trace take seconds, not minutes.
-# Tick-driven policies (Knative KPA, Ray Serve) observe the endpoint on their own schedule,
-# like Knative's autoscaler, which is poked by arrivals only at zero pods.
-# Anything else (e.g. hybrid_histogram, which learns from every arrival's time) is consulted
-# on every arrival. tests/sim/test_engine.py checks that both modes give identical records.
-DEMAND_SIZED_POLICIES = frozenset({"runpod_request_count", "fixed_keepalive", "runpod_queue_delay"})
-
-
-# Policies that keep no state and never ask for a wake: a queued arrival at max_workers
-# cannot change anything they do (runpod_queue_delay asks for a wake at the oldest job's
-# deadline, so it is consulted).
-STATELESS_NO_WAKE_POLICIES = frozenset({"runpod_request_count", "fixed_keepalive"})
-
-
-def may_skip_served_arrivals(spec: EndpointSpec, ticking: bool) -> bool:
-    """Whether an arrival a ready worker takes at once can skip the controller (see above)."""
-    if ticking:
-        return True
-    if spec.policy.name not in DEMAND_SIZED_POLICIES:
-        return False
-    if spec.policy.name == "runpod_request_count":
-        # ceil(demand / per_worker) can exceed the ready workers only if one worker is meant to
-        # hold fewer requests than it has slots: per_worker 1 at concurrency 4 -> 4 running
-        # requests on one worker want 4 workers.
-        raw = spec.policy.params.get("requests_per_worker", 0)
-        per_worker = float(raw) if isinstance(raw, int | float) and raw > 0 else (
-            spec.scaling.scaler_value if spec.scaling.scaler is ScalerType.REQUEST_COUNT else 4.0
-        )
-        return per_worker >= spec.concurrency_per_worker
-    return True
 
 STATE_CODES: tuple[WorkerState, ...] = (
     WorkerState.INITIALIZING,
@@ -189,7 +154,9 @@ class _Worker:
 class _Ep:
     """Run-time state of one endpoint."""
 
-    def __init__(self, index: int, sim_ep: SimEndpoint, rng: np.random.Generator, hosts: list[HostState]) -> None:
+    def __init__(
+        self, index: int, sim_ep: SimEndpoint, rng: np.random.Generator, hosts: list[HostState], plan: ConsultPlan
+    ) -> None:
         self.index = index
         self.sim_ep = sim_ep
         self.spec = sim_ep.spec
@@ -202,17 +169,14 @@ class _Ep:
         self.submitted = 0
         self.last_arrival_s: float | None = None
         self.pending_wake_s: float | None = None
-        self.keep_alive_s = sim_ep.spec.scaling.idle_timeout_s
+        self.keep_alive_s: float | None = None  # the last decision's; None: the endpoint's idle timeout
         self.retained: list[tuple[HostState, float]] = []  # flash-boot snapshots: (host, expires_s)
         self.active_alive = 0
         need, gpu_type = sim_ep.spec.gpus_needed, sim_ep.spec.gpu_type
         # Only hosts that could ever fit one worker (SimConfig checks at least one does).
         self.hosts = [h for h in hosts if h.spec.unlimited or not need or h.spec.gpus.get(gpu_type or "", 0) >= need]
-        self.ticking = False
-        self.max_workers = sim_ep.spec.scaling.max_workers
+        self.plan = plan  # when the controller must be consulted (gpuserve.schedule)
         self.throttled = 0  # workers now THROTTLED
-        self.consult_always = True
-        self.skip_at_max = False
         self._rng = rng
         self._service = sim_ep.service
         # Calibrated platform overheads (0 by default): a job starts dispatch_s after a worker is
@@ -315,6 +279,12 @@ class Simulation:
         self.env = simpy.Environment()
         host_specs = config.hosts or (HostSpec("unlimited", unlimited=True),)
         self.hosts = [HostState(h) for h in host_specs]
+        self.clock = SimClock(self.env)
+        self.backend = SimBackend(self)
+        self.queue = SimQueue(self)
+        self.controller = Controller([e.spec for e in config.endpoints], self.backend, self.queue, self.clock)
+        self.controller_calls = 0
+        always = config.consult_on_arrival == "always"
         self._eps: list[_Ep] = []
         arrivals: list[np.ndarray] = []
         for i, sim_ep in enumerate(config.endpoints):
@@ -322,7 +292,8 @@ class Simulation:
             # an endpoint or changing a service model never shifts another stream.
             arr_rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(i, 0)))
             svc_rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(i, 1)))
-            self._eps.append(_Ep(i, sim_ep, svc_rng, self.hosts))
+            plan = self.controller.consult_plan(sim_ep.spec.endpoint_id)
+            self._eps.append(_Ep(i, sim_ep, svc_rng, self.hosts, plan.consulting_every_arrival() if always else plan))
             arrivals.append(np.asarray(sim_ep.workload.arrivals(arr_rng, config.duration_s), dtype=float))
         self._by_id = {ep.eid: ep for ep in self._eps}
         all_t = np.concatenate(arrivals) if arrivals else np.empty(0)
@@ -353,16 +324,6 @@ class Simulation:
         self._all_workers: list[_Worker] = []
         self._retired_at: dict[int, float] = {}
         self._seq = itertools.count()
-        self.clock = SimClock(self.env)
-        self.backend = SimBackend(self)
-        self.queue = SimQueue(self)
-        self.controller = Controller([e.spec for e in config.endpoints], self.backend, self.queue, self.clock)
-        self.controller_calls = 0
-        for ep in self._eps:
-            ep.ticking = self.controller.tick_interval_s(ep.eid) is not None
-            always = config.consult_on_arrival == "always"
-            ep.consult_always = always or not may_skip_served_arrivals(ep.spec, ep.ticking)
-            ep.skip_at_max = not always and (ep.ticking or ep.spec.policy.name in STATELESS_NO_WAKE_POLICIES)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -372,8 +333,8 @@ class Simulation:
             return
         self._started = True
         for ep in self._eps:
-            self._consult(ep, 0.0, arrival=False)
-            interval = self.controller.tick_interval_s(ep.eid)
+            self._consult(ep, 0.0)
+            interval = ep.plan.tick_interval_s
             if interval is not None:
                 self._schedule_tick(ep, interval)
         if self._n_jobs:
@@ -425,22 +386,17 @@ class Simulation:
         if j + 1 < self._n_jobs:
             ev = simpy.Timeout(self.env, max(0.0, self._arrival[j + 1] - now))
             ev.callbacks.append(self._on_arrival)
+        # Free workers take queued jobs at once, so a non-empty queue means no free slot.
         if not ep.queue:
             w = self._pop_free(ep)
             if w is not None:
                 self._dispatch(ep, w, j, now, False)
-                # A THROTTLED worker is stopped whenever demand is below the worker count,
-                # not at an expiry wake, so with one around the call is not a no-op.
-                if ep.consult_always or ep.throttled:
-                    self._consult(ep, now, arrival=True)
+                if must_consult_on_arrival(ep.plan, free_slot=True, workers=len(ep.workers), throttled=ep.throttled):
+                    self._consult(ep, now)
                 return
         ep.queue.append(j)
-        if not ep.skip_at_max or len(ep.workers) < ep.max_workers or ep.throttled:
-            self._consult(ep, now, arrival=True)
-        # else: the endpoint is at max_workers, none THROTTLED, and none idle (the job queued):
-        # guardrails can neither start (target <= max) nor stop (only idle or throttled
-        # workers are stopped), and these policies keep no state and ask for no wake, so the
-        # call is a no-op.
+        if must_consult_on_arrival(ep.plan, free_slot=False, workers=len(ep.workers), throttled=ep.throttled):
+            self._consult(ep, now)
 
     def _pop_free(self, ep: _Ep) -> _Worker | None:
         # Newest worker first (as SimFaaS and Lambda-like platforms do): load packs onto
@@ -511,24 +467,20 @@ class Simulation:
 
     # -- the controller seam ---------------------------------------------------------------
 
-    def _consult(self, ep: _Ep, now: float, *, arrival: bool) -> None:
+    def _consult(self, ep: _Ep, now: float) -> None:
         ctrl = self.controller
         self.controller_calls += 1
-        step = ctrl.on_job_arrival(ep.eid, now) if arrival else ctrl.tick_endpoint(ep.eid, now)
-        if step is not None:
-            keep = step.decision.keep_alive_s
-            ep.keep_alive_s = ep.spec.scaling.idle_timeout_s if keep is None else keep
-        wake = ctrl.next_wake_s(ep.eid)
+        step = ctrl.tick_endpoint(ep.eid, now)
+        ep.keep_alive_s = step.decision.keep_alive_s
+        wake = step.next_wake_s
         if wake is not None and wake > now and (ep.pending_wake_s is None or wake < ep.pending_wake_s):
             ep.pending_wake_s = wake
             self._after(wake - now, self._on_wake, (ep, wake))
 
     def _expiry_wake(self, ep: _Ep, now: float) -> None:
         """A worker just went idle: make sure the controller looks again when it could expire."""
-        if ep.ticking or len(ep.workers) <= ep.spec.scaling.min_workers:
-            return
-        wake = due_time_s(now, ep.keep_alive_s)
-        if ep.pending_wake_s is None or wake < ep.pending_wake_s:
+        wake = idle_expiry_wake_s(ep.plan, idle_since_s=now, workers=len(ep.workers), keep_alive_s=ep.keep_alive_s)
+        if wake is not None and (ep.pending_wake_s is None or wake < ep.pending_wake_s):
             ep.pending_wake_s = wake
             self._after(wake - now, self._on_wake, (ep, wake))
 
@@ -537,11 +489,11 @@ class Simulation:
         if ep.pending_wake_s != wake:
             return  # superseded by an earlier wake, which already consulted the controller
         ep.pending_wake_s = None
-        self._consult(ep, self.env._now, arrival=False)
+        self._consult(ep, self.env._now)
 
     def _schedule_tick(self, ep: _Ep, interval_s: float) -> None:
         def tick(_ev: Any) -> None:
-            self._consult(ep, self.env._now, arrival=False)
+            self._consult(ep, self.env._now)
             self._after(interval_s, tick)
 
         self._after(interval_s, tick)
