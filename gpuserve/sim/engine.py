@@ -7,7 +7,9 @@ Design for speed (the hot path is one arrival and one completion per job):
 - records are appended to flat lists/arrays and become DataFrames only at the end;
 - the Controller is consulted through the Backend/JobQueue/Clock seams exactly as live, when
   gpuserve.schedule says it must: on arrivals that need it, at the policy's tick interval,
-  at the wake it asks for and at an idle worker's keep-alive expiry.
+  at the wake it asks for and at an idle worker's keep-alive expiry;
+- job statuses are gpuserve.core.jobs.JobStatus as small ints, each move checked once
+  against the job state machine.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from simpy.core import StopSimulation
 
 from gpuserve.controller import Controller
 from gpuserve.core.errors import ConfigError
+from gpuserve.core.jobs import JobStatus, transition
 from gpuserve.core.types import EndpointSpec, QueueStats, ScaleAction, WorkerState, WorkerView
 from gpuserve.schedule import ConsultPlan, idle_expiry_wake_s, must_consult_on_arrival
 from gpuserve.sim.billing import BillingModel
@@ -37,6 +40,7 @@ from gpuserve.sim.workload import Workload
 
 __all__ = [
     "JOB_STATUSES",
+    "JOB_STATUS_CODES",
     "STATE_CODES",
     "RawRecords",
     "SimBackend",
@@ -58,8 +62,26 @@ STATE_CODES: tuple[WorkerState, ...] = (
 _CODE = {s: i for i, s in enumerate(STATE_CODES)}
 _INIT, _IDLE, _RUN, _THR = (_CODE[s] for s in STATE_CODES[:4])
 
-JOB_STATUSES = ("IN_QUEUE", "IN_PROGRESS", "COMPLETED", "TIMED_OUT", "CANCELLED")
-_QUEUED, _PROGRESS, _COMPLETED, _TIMED_OUT, _CANCELLED = range(5)
+# A job's status is its position in JobStatus (IN_QUEUE 0, IN_PROGRESS 1, COMPLETED 2, ...):
+# one small int per job in a list, mapped back to names by gpuserve.sim.records.
+JOB_STATUS_CODES: tuple[JobStatus, ...] = tuple(JobStatus)
+JOB_STATUSES: tuple[str, ...] = tuple(s.value for s in JOB_STATUS_CODES)
+_JOB_CODE = {s: i for i, s in enumerate(JOB_STATUS_CODES)}
+
+
+def _move(source: JobStatus, target: JobStatus) -> int:
+    """The code of `target`, once the job state machine has accepted `source -> target`."""
+    return _JOB_CODE[transition(source, target)]
+
+
+# The engine's moves, checked here once rather than per job: a job is dispatched only from
+# the queue (or straight from its arrival) and finishes only after its dispatch, so on the
+# hot path each move is one store of a precomputed code. The outcome is known at dispatch
+# (the service time is drawn then), but is recorded when the job ends.
+_QUEUED = _JOB_CODE[JobStatus.IN_QUEUE]
+_TAKEN = _move(JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS)
+_COMPLETED = _move(JobStatus.IN_PROGRESS, JobStatus.COMPLETED)
+_TIMED_OUT = _move(JobStatus.IN_PROGRESS, JobStatus.TIMED_OUT)
 
 _SERVICE_BLOCK = 8192
 
@@ -425,20 +447,22 @@ class Simulation:
             w.idle_since_s = None
         if w.in_flight < w.capacity:
             self._push_free(ep, w)
+        self._status[j] = _TAKEN
         d = ep.next_service_s()
         timeout = ep.spec.execution_timeout_s
         if d > timeout:
             d = timeout
-            self._status[j] = _TIMED_OUT
+            outcome = _TIMED_OUT
         else:
-            self._status[j] = _COMPLETED
-        ev = simpy.Timeout(self.env, d + ep.job_overhead_s, (w, j))
+            outcome = _COMPLETED
+        ev = simpy.Timeout(self.env, d + ep.job_overhead_s, (w, j, outcome))
         ev.callbacks.append(self._on_done)
 
     def _on_done(self, ev: Any) -> None:
-        w, j = ev._value
+        w, j, outcome = ev._value
         now = self.env._now
         self._end[j] = now
+        self._status[j] = outcome
         self._remaining -= 1
         ep = w.ep
         ep.in_progress -= 1
@@ -645,11 +669,13 @@ class Simulation:
         for w in self._all_workers:
             if w.alive:
                 self._set_state(w, w.state, end_s)
+        status, end = self._status, self._end
         for j in range(self._n_jobs):
-            if self._status[j] == _QUEUED or (self._status[j] in (_COMPLETED, _TIMED_OUT) and self._end[j] != self._end[j]):
+            code = status[j]
+            if code == _QUEUED or code == _TAKEN:
                 # Still queued or running when the drain limit ran out.
-                self._status[j] = _CANCELLED
-                self._end[j] = end_s
+                status[j] = _JOB_CODE[transition(JOB_STATUS_CODES[code], JobStatus.CANCELLED)]
+                end[j] = end_s
 
     def _records(self) -> RawRecords:
         workers = [

@@ -9,11 +9,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from gpuserve.sim.engine import JOB_STATUSES, STATE_CODES, RawRecords
+from gpuserve.core.jobs import JobStatus
+from gpuserve.sim.engine import JOB_STATUS_CODES, STATE_CODES, RawRecords
 
 __all__ = ["SimResult", "build_result", "summarize", "time_series"]
 
-_FINISHED = ("COMPLETED", "TIMED_OUT")
+_FINISHED = (JobStatus.COMPLETED.value, JobStatus.TIMED_OUT.value)
 
 
 @dataclass
@@ -53,7 +54,8 @@ def build_result(raw: RawRecords) -> SimResult:
     end = np.asarray(raw.job_end_s, dtype=float)
     arrival = raw.job_arrival_s
     worker_idx = np.asarray(raw.job_worker, dtype=np.int64)
-    status = np.array(JOB_STATUSES, dtype=object)[np.asarray(raw.job_status, dtype=np.int64)]
+    # Codes are positions in JobStatus; the column holds the plain names (COMPLETED, ...).
+    status = np.array([s.value for s in JOB_STATUS_CODES], dtype=object)[np.asarray(raw.job_status, dtype=np.int64)]
     worker_ids = np.array([wid_by_idx.get(i, "") for i in range(max(wid_by_idx, default=-1) + 1)] + [""], dtype=object)
     jobs = pd.DataFrame(
         {
@@ -127,9 +129,9 @@ def _summary_row(name: str, jobs: pd.DataFrame, intervals: pd.DataFrame, workers
     row: dict[str, object] = {
         "endpoint": name,
         "jobs": len(jobs),
-        "completed": int((jobs["status"] == "COMPLETED").sum()),
-        "timed_out": int((jobs["status"] == "TIMED_OUT").sum()),
-        "cancelled": int((jobs["status"] == "CANCELLED").sum()),
+        "completed": int((jobs["status"] == JobStatus.COMPLETED.value).sum()),
+        "timed_out": int((jobs["status"] == JobStatus.TIMED_OUT.value).sum()),
+        "cancelled": int((jobs["status"] == JobStatus.CANCELLED.value).sum()),
         "latency_mean_s": float(latency.mean()) if latency.size else float("nan"),
         "latency_p50_s": _pct(latency, 50),
         "latency_p95_s": _pct(latency, 95),
