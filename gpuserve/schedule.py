@@ -100,7 +100,7 @@ def consult_plan(
 
 
 def must_consult_on_arrival(
-    plan: ConsultPlan, *, free_slot: bool, workers: int, throttled: int, low_priority: bool = False
+    plan: ConsultPlan, free_slot: bool, workers: int, throttled: int, low_priority: bool = False
 ) -> bool:
     """Whether a job that just arrived must be shown to the Controller now.
 
@@ -146,7 +146,7 @@ def must_consult_on_arrival(
 
 
 def idle_expiry_wake_s(
-    plan: ConsultPlan, *, idle_since_s: float, workers: int, keep_alive_s: float | None
+    plan: ConsultPlan, idle_since_s: float, workers: int, keep_alive_s: float | None
 ) -> float | None:
     """When to consult after a worker went idle at `idle_since_s`, or None if no wake is needed.
 

@@ -205,6 +205,7 @@ class _Ep:
         # free for it and holds the worker result_post_s beyond its service time.
         self.dispatch_s = sim_ep.cold_start.dispatch_s
         self.job_overhead_s = sim_ep.cold_start.dispatch_s + sim_ep.cold_start.result_post_s
+        self.execution_timeout_s = sim_ep.spec.execution_timeout_s
         self._buffer: list[float] = []
         self._pos = 0
 
@@ -346,6 +347,9 @@ class Simulation:
         self._all_workers: list[_Worker] = []
         self._retired_at: dict[int, float] = {}
         self._seq = itertools.count()
+        # Bound once: two callbacks per job, and binding a method allocates each time.
+        self._arrival_cb = self._on_arrival
+        self._done_cb = self._on_done
 
     # -- running ---------------------------------------------------------------------------
 
@@ -407,17 +411,18 @@ class Simulation:
         ep.last_arrival_s = now
         if j + 1 < self._n_jobs:
             ev = simpy.Timeout(self.env, max(0.0, self._arrival[j + 1] - now))
-            ev.callbacks.append(self._on_arrival)
+            ev.callbacks.append(self._arrival_cb)
         # Free workers take queued jobs at once, so a non-empty queue means no free slot.
+        # The schedule's arguments go by position here: free_slot, workers, throttled.
         if not ep.queue:
             w = self._pop_free(ep)
             if w is not None:
                 self._dispatch(ep, w, j, now, False)
-                if must_consult_on_arrival(ep.plan, free_slot=True, workers=len(ep.workers), throttled=ep.throttled):
+                if must_consult_on_arrival(ep.plan, True, len(ep.workers), ep.throttled):
                     self._consult(ep, now)
                 return
         ep.queue.append(j)
-        if must_consult_on_arrival(ep.plan, free_slot=False, workers=len(ep.workers), throttled=ep.throttled):
+        if must_consult_on_arrival(ep.plan, False, len(ep.workers), ep.throttled):
             self._consult(ep, now)
 
     def _pop_free(self, ep: _Ep) -> _Worker | None:
@@ -449,14 +454,14 @@ class Simulation:
             self._push_free(ep, w)
         self._status[j] = _TAKEN
         d = ep.next_service_s()
-        timeout = ep.spec.execution_timeout_s
+        timeout = ep.execution_timeout_s
         if d > timeout:
             d = timeout
             outcome = _TIMED_OUT
         else:
             outcome = _COMPLETED
         ev = simpy.Timeout(self.env, d + ep.job_overhead_s, (w, j, outcome))
-        ev.callbacks.append(self._on_done)
+        ev.callbacks.append(self._done_cb)
 
     def _on_done(self, ev: Any) -> None:
         w, j, outcome = ev._value
@@ -473,7 +478,10 @@ class Simulation:
             self._set_state(w, _IDLE, now)
             w.idle_since_s = now
             self._push_free(ep, w)
-            self._expiry_wake(ep, now)
+            # _expiry_wake, inlined: nearly every job ends with its worker going idle.
+            wake = idle_expiry_wake_s(ep.plan, now, len(ep.workers), ep.keep_alive_s)
+            if wake is not None and (ep.pending_wake_s is None or wake < ep.pending_wake_s):
+                self._arm_wake(ep, wake, now)
         else:
             self._push_free(ep, w)
         if self._remaining == 0 and self._horizon_passed:
@@ -498,15 +506,18 @@ class Simulation:
         ep.keep_alive_s = step.decision.keep_alive_s
         wake = step.next_wake_s
         if wake is not None and wake > now and (ep.pending_wake_s is None or wake < ep.pending_wake_s):
-            ep.pending_wake_s = wake
-            self._after(wake - now, self._on_wake, (ep, wake))
+            self._arm_wake(ep, wake, now)
 
     def _expiry_wake(self, ep: _Ep, now: float) -> None:
         """A worker just went idle: make sure the controller looks again when it could expire."""
-        wake = idle_expiry_wake_s(ep.plan, idle_since_s=now, workers=len(ep.workers), keep_alive_s=ep.keep_alive_s)
+        wake = idle_expiry_wake_s(ep.plan, now, len(ep.workers), ep.keep_alive_s)  # idle since now
         if wake is not None and (ep.pending_wake_s is None or wake < ep.pending_wake_s):
-            ep.pending_wake_s = wake
-            self._after(wake - now, self._on_wake, (ep, wake))
+            self._arm_wake(ep, wake, now)
+
+    def _arm_wake(self, ep: _Ep, wake: float, now: float) -> None:
+        """Consult at `wake`, which is earlier than any wake pending (that one is then ignored)."""
+        ep.pending_wake_s = wake
+        self._after(wake - now, self._on_wake, (ep, wake))
 
     def _on_wake(self, ev: Any) -> None:
         ep, wake = ev._value
