@@ -6,7 +6,7 @@ live (wall clock, processes or containers, SQLite store); only the three seams d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -63,18 +63,17 @@ class _Endpoint:
 
 
 def _plan(policy: PolicyInstance, spec: EndpointSpec, bound_spec: EndpointSpec) -> ConsultPlan:
-    # A swapped spec keeps the policy's state, which was built from the old one
-    # (request_count resolves its per_worker from scaler_value once), so a promise must
-    # hold for both: per_worker 4 from the old spec and concurrency 8 in the new is no promise.
-    def holds(flag: Callable[[EndpointSpec], bool]) -> bool:
-        return flag(spec) and (bound_spec is spec or flag(bound_spec))
-
+    # A swapped spec keeps the policy's state, which was built from the old one: request_count
+    # resolved per_worker 2 from scaler_value 2, and a new spec with scaler_value 4 and 4 slots
+    # per worker would pass the check (4 >= 4) that the kept state fails (2 < 4). A promise
+    # that depends on the spec is then dropped; a fixed one holds for every spec.
+    on = spec if spec == bound_spec else None
     return consult_plan(
         spec,
         tick_interval_s=policy.tick_interval_s,
-        sized_by_demand=holds(policy.sized_by_demand),
-        stateless_no_wake=holds(policy.stateless_no_wake),
-        observes_on_tick=holds(policy.observes_on_tick),
+        sized_by_demand=policy.sized_by_demand(on),
+        stateless_no_wake=policy.stateless_no_wake(on),
+        observes_on_tick=policy.observes_on_tick(on),
     )
 
 

@@ -75,8 +75,10 @@ class Policy(Generic[P, S]):
     observes_on_tick: ScheduleFlag[P] = False
 
 
-def _flag(flag: ScheduleFlag[Any], params: Any, endpoint: EndpointSpec) -> bool:
-    return flag if isinstance(flag, bool) else bool(flag(params, endpoint))
+def _flag(flag: ScheduleFlag[Any], params: Any, endpoint: EndpointSpec | None) -> bool:
+    if isinstance(flag, bool):
+        return flag
+    return endpoint is not None and bool(flag(params, endpoint))
 
 
 @dataclass
@@ -91,13 +93,15 @@ class PolicyInstance:
     def tick_interval_s(self) -> float | None:
         return self.policy.tick_interval_s(self.params)
 
-    def sized_by_demand(self, endpoint: EndpointSpec) -> bool:
+    # The schedule attributes for this params and `endpoint`. None: the state no longer
+    # belongs to one spec (kept across a spec swap), so only a fixed True still holds.
+    def sized_by_demand(self, endpoint: EndpointSpec | None) -> bool:
         return _flag(self.policy.sized_by_demand, self.params, endpoint)
 
-    def stateless_no_wake(self, endpoint: EndpointSpec) -> bool:
+    def stateless_no_wake(self, endpoint: EndpointSpec | None) -> bool:
         return _flag(self.policy.stateless_no_wake, self.params, endpoint)
 
-    def observes_on_tick(self, endpoint: EndpointSpec) -> bool:
+    def observes_on_tick(self, endpoint: EndpointSpec | None) -> bool:
         return _flag(self.policy.observes_on_tick, self.params, endpoint)
 
     def decide(self, snapshot: EndpointSnapshot) -> ScaleDecision:
