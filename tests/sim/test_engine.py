@@ -2,19 +2,53 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import pandas as pd
 import pytest
 from sim_builders import endpoint, run
 
 from gpuserve.controller import Controller
-from gpuserve.core.types import WorkerState
+from gpuserve.core.types import EndpointSnapshot, EndpointSpec, ScaleDecision, WorkerState
+from gpuserve.policies import Policy, register
 from gpuserve.sim.coldstart import ColdStartProfile
-from gpuserve.sim.engine import SimConfig, Simulation
+from gpuserve.sim.engine import SimConfig, SimEndpoint, Simulation
 from gpuserve.sim.hosts import HostSpec
-from gpuserve.sim.service import Exponential, Lognormal
+from gpuserve.sim.service import Constant, Exponential, Lognormal
 from gpuserve.sim.workload import Bursty, Poisson
 
 COLD = ColdStartProfile(image_size_gb=2.0, pull_bandwidth_gb_s=1.0, container_start_s=1.0, runtime_init_s=2.0, flash_resume_s=0.5)
+
+
+# Two user policies, registered here as a user's module would: the same idea (one worker per
+# concurrency_per_worker jobs in the system), once declaring the schedule attributes and
+# once declaring nothing.
+
+
+@dataclass(frozen=True)
+class _PerDemandParams:
+    pass
+
+
+@dataclass(frozen=True)
+class _NoState:
+    pass
+
+
+def _per_demand(snapshot: EndpointSnapshot, _params: _PerDemandParams, state: _NoState) -> tuple[ScaleDecision, _NoState]:
+    desired = math.ceil(snapshot.demand / snapshot.endpoint.concurrency_per_worker)
+    return ScaleDecision(desired, f"{desired} for demand {snapshot.demand}"), state
+
+
+def _no_state(_params: _PerDemandParams, _endpoint: EndpointSpec) -> _NoState:
+    return _NoState()
+
+
+USER_DECLARED = "test_user_per_demand_declared"
+USER_PLAIN = "test_user_per_demand_plain"
+register(Policy(USER_DECLARED, _PerDemandParams, _no_state, _per_demand, sized_by_demand=True, stateless_no_wake=True))
+register(Policy(USER_PLAIN, _PerDemandParams, _no_state, _per_demand))
 
 
 def _bursty_endpoint(policy: str = "runpod_request_count", **kw: object) -> object:
@@ -62,6 +96,35 @@ def test_arrival_and_service_streams_are_separate() -> None:
 def test_skipping_no_op_controller_calls_changes_nothing(policy: str, params: dict[str, object], concurrency: int) -> None:
     """The fast path (no controller call when a ready worker takes the job at once, or at
     max_workers) must give exactly the records of consulting the controller on every arrival."""
+    _assert_fast_path_changes_nothing(policy, params, concurrency)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_user_policy_that_declares_the_schedule_attributes_gets_the_fast_path(concurrency: int) -> None:
+    # No policy name in the engine: the declaration alone earns the skips, and they change nothing.
+    _assert_fast_path_changes_nothing(USER_DECLARED, {}, concurrency)
+
+
+def test_an_undeclared_user_policy_is_consulted_on_every_arrival() -> None:
+    # Ten arrivals 10 s apart, each taken at once by a warm worker (1-s jobs, a keep-alive
+    # longer than the run): besides the first pass at t=0 every controller call is an arrival.
+    times = tuple(10.0 * k for k in range(10))
+
+    def ep(policy: str) -> SimEndpoint:
+        return endpoint(times=times, service=Constant(1.0), idle_timeout_s=10_000.0, policy=policy)
+
+    plain = run(ep(USER_PLAIN), duration_s=100.0)
+    declared = run(ep(USER_DECLARED), duration_s=100.0)
+    assert (plain.jobs["status"] == "COMPLETED").all() and len(plain.jobs) == 10
+    assert plain.controller_calls == 1 + len(times)
+    assert run(ep(USER_PLAIN), duration_s=100.0, consult="always").controller_calls == plain.controller_calls
+    # The same idea, declared: only the first arrival (zero workers, the job waits) is shown.
+    assert declared.controller_calls == 1 + 1
+    pd.testing.assert_frame_equal(plain.jobs, declared.jobs)
+    pd.testing.assert_frame_equal(plain.intervals, declared.intervals)
+
+
+def _assert_fast_path_changes_nothing(policy: str, params: dict[str, object], concurrency: int) -> None:
     hosts = (HostSpec("h0", {"A100": 2}), HostSpec("h1", {"A100": 2}))
     kw = {"params": params, "concurrency": concurrency}
     fast = run(_bursty_endpoint(policy, **kw), duration_s=3000.0, hosts=hosts, seed=9)  # type: ignore[arg-type]
