@@ -1,4 +1,4 @@
-"""When the Controller must be consulted: on arrivals, at ticks and at wakes; one set of rules for the simulator and live.
+"""When the Controller must be consulted (arrivals, ticks, wakes): one set of rules for the simulator and live.
 
 The Controller decides *what* to do; this module decides *when* asking it can change
 anything. A loop (the simulator's engine, the live runtime) consults the Controller:
@@ -104,7 +104,8 @@ def must_consult_on_arrival(
 ) -> bool:
     """Whether a job that just arrived must be shown to the Controller now.
 
-    Arguments, as the caller sees the endpoint once the job is placed:
+    Arguments (by keyword, or by position on a hot path as the simulator does), as the
+    caller sees the endpoint once the job is placed:
     - `free_slot`: a ready worker took the job at once (live: a parked, idle, non-draining
       worker will take it) and no other job is queued. False if the job waits.
     - `workers`: the counted workers (INITIALIZING, IDLE, RUNNING, THROTTLED), what the
