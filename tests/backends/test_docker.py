@@ -347,7 +347,9 @@ def _probe_worker(dep: Deployment) -> Any:
     return _Worker("probe", dep.endpoint_id, dep.version, "wk_probe", "pending")
 
 
-def test_build_a_worker_folder_and_deploy_it_to_a_running_endpoint(tmp_path: Path, client: Any) -> None:
+def test_build_a_worker_folder_and_deploy_it_to_a_running_endpoint(
+    tmp_path: Path, client: Any, pytestconfig: pytest.Config
+) -> None:
     import shutil
 
     from typer.testing import CliRunner
@@ -355,7 +357,7 @@ def test_build_a_worker_folder_and_deploy_it_to_a_running_endpoint(tmp_path: Pat
     from gpuserve.cli import app
 
     folder = tmp_path / "gpu-worker"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "docker" / "examples" / "gpu-worker", folder)
+    shutil.copytree(pytestconfig.rootpath / "examples" / "gpu_worker", folder)
     tag = f"gpuserve/{NAMESPACE}:example"
     runner = CliRunner()
     built = runner.invoke(app, ["build", str(folder), "--tag", tag])

@@ -107,6 +107,14 @@ def test_examples_run_with_test_input(example: str, flag: str, expected: dict | 
         assert '[progress] {"step": 1, "of": 2, "pct": 50}' in out.stderr
 
 
+def test_gpu_worker_example_loads_its_model_once_and_serves_its_test_input(tmp_path: Path) -> None:
+    out = _run([str(EXAMPLES / "gpu_worker" / "handler.py")], tmp_path, {"MODEL_PATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])["output"]
+    assert result["weights"] == "seed 0" and result["device"] in ("python", "cpu", "cuda")
+    assert isinstance(result["y"], float) and out.stdout.count("model loaded on") == 1
+
+
 def test_test_input_json_beside_the_handler_is_used(tmp_path: Path) -> None:
     # Run from another folder: the file beside the handler is found anyway.
     out = _run([str(EXAMPLES / "echo" / "handler.py")], tmp_path)
