@@ -25,7 +25,6 @@ removes everything else in its namespace: nothing leaks, nothing runs twice.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import logging
 import os
@@ -36,6 +35,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+try:  # the docker extra; without it the module still imports, and docker_client() says what is missing
+    import docker as docker_sdk
+    from docker.errors import NotFound
+    from docker.models.containers import Container
+    from docker.models.volumes import Volume
+    from docker.types import DeviceRequest
+except ImportError:
+    _SDK_MISSING: str | None = "the docker SDK is not installed: pip install 'gpuserve[docker]'"
+else:
+    _SDK_MISSING = None
 
 from gpuserve.backends.base import Deployment, worker_env
 from gpuserve.core.errors import ConfigError, NotFoundError
@@ -74,20 +84,12 @@ class DockerUnavailableError(RuntimeError):
     """No Docker engine answers (not installed, not started, or no permission on its socket)."""
 
 
-def _sdk() -> Any:
-    # Imported by name at run time: the repository's docker/ folder (Dockerfiles) would
-    # otherwise shadow the docker SDK for the type checker.
-    try:
-        return importlib.import_module("docker")
-    except ImportError:
-        raise DockerUnavailableError("the docker SDK is not installed: pip install 'gpuserve[docker]'") from None
-
-
-def docker_client(timeout_s: float = 60.0) -> Any:
+def docker_client(timeout_s: float = 60.0) -> docker_sdk.DockerClient:
     """A connected docker SDK client, or DockerUnavailableError saying why not."""
-    sdk = _sdk()
+    if _SDK_MISSING is not None:
+        raise DockerUnavailableError(_SDK_MISSING)
     try:
-        client = sdk.from_env(timeout=int(timeout_s))
+        client = docker_sdk.from_env(timeout=int(timeout_s))
         client.ping()
     except Exception as exc:
         raise DockerUnavailableError(
@@ -96,20 +98,20 @@ def docker_client(timeout_s: float = 60.0) -> Any:
     return client
 
 
-def _label_filter(namespace: str | None) -> dict[str, list[str]]:
+def _label_filter(namespace: str | None) -> dict[str, str | list[str] | bool]:
     labels = [f"{MANAGED}=true"]
     if namespace is not None:
         labels.append(f"{NAMESPACE}={namespace}")
     return {"label": labels}
 
 
-def managed_containers(client: Any, namespace: str | None = None) -> list[Any]:
+def managed_containers(client: docker_sdk.DockerClient, namespace: str | None = None) -> list[Container]:
     """Every container (any state) carrying gpuserve's labels, optionally of one namespace."""
     # ignore_removed: a container removed between the listing and its inspection is simply gone.
     return list(client.containers.list(all=True, filters=_label_filter(namespace), ignore_removed=True))
 
 
-def managed_volumes(client: Any, namespace: str | None = None) -> list[Any]:
+def managed_volumes(client: docker_sdk.DockerClient, namespace: str | None = None) -> list[Volume]:
     return list(client.volumes.list(filters=_label_filter(namespace)))
 
 
@@ -174,7 +176,7 @@ class DockerBackend:
         server_url: str,
         registry: WorkerRegistry,
         *,
-        client: Any | None = None,
+        client: docker_sdk.DockerClient | None = None,
         namespace: str = "default",
         flash_mode: FlashMode = "pause",
         retention_s: float = 60.0,
@@ -224,7 +226,7 @@ class DockerBackend:
         self._last_telemetry_s = 0.0
         # Containers left by an earlier server in this namespace: adopted when their endpoint is
         # configured with the same version, removed otherwise (or after the grace period).
-        self._orphans: dict[str, Any] = {c.id: c for c in managed_containers(self.client, namespace)}
+        self._orphans: dict[str, Container] = {c.id: c for c in managed_containers(self.client, namespace) if c.id}
         self._orphan_deadline_s = self._now() + orphan_grace_s
         if self._orphans:
             log.info("found %d container(s) of an earlier run in namespace %r", len(self._orphans), namespace)
@@ -407,10 +409,9 @@ class DockerBackend:
 
     def ensure_volume(self, name: str) -> None:
         """Create a Docker volume (a network volume's stand-in) unless it exists; shutdown removes it."""
-        sdk = _sdk()
         try:
             self.client.volumes.get(name)
-        except sdk.errors.NotFound:
+        except NotFound:
             self.client.volumes.create(name=name, labels={MANAGED: "true", NAMESPACE: self.namespace})
             with self._lock:
                 self._created_volumes.add(name)
@@ -532,7 +533,7 @@ class DockerBackend:
             kwargs["mem_limit"] = f"{dep.memory_limit_mib}m"
         if w.gpu_ids:
             kwargs["device_requests"] = [
-                _sdk().types.DeviceRequest(
+                DeviceRequest(
                     driver="nvidia", device_ids=[str(i) for i in w.gpu_ids], capabilities=[["gpu"]]
                 )
             ]
@@ -743,7 +744,7 @@ class DockerBackend:
         except Exception as exc:
             log.warning("docker: listing containers failed: %s", exc)
             return
-        states = {c.id: str(c.attrs.get("State", "")) for c in listing}
+        states = {c.id: str(c.attrs.get("State", "")) for c in listing if c.id}
         with self._lock:
             self._states, self._states_at_s = states, t0
 
@@ -790,9 +791,9 @@ class DockerBackend:
 
     def _adopt(self, dep: Deployment) -> None:
         """Take over this endpoint's running containers of the same version; remove its others."""
-        mine = [c for c in self._orphans.values() if c.labels.get("gpuserve.endpoint") == dep.endpoint_id]
-        for c in mine:
-            del self._orphans[c.id]
+        mine = {cid: c for cid, c in self._orphans.items() if c.labels.get("gpuserve.endpoint") == dep.endpoint_id}
+        for cid, c in mine.items():
+            del self._orphans[cid]
             worker_id = c.labels.get("gpuserve.worker", "")
             env = dict(item.split("=", 1) for item in c.attrs.get("Config", {}).get("Env") or [] if "=" in item)
             token = env.get("RUNPOD_AI_API_KEY", "")
@@ -884,7 +885,7 @@ def _validate(dep: Deployment) -> None:
         raise ConfigError("model_path", dep.model_path, "must name a Docker volume for model_source 'volume'")
 
 
-def _force_remove(container: Any) -> None:
+def _force_remove(container: Container) -> None:
     try:
         container.remove(force=True)
     except Exception as exc:
