@@ -238,6 +238,6 @@ def test_dev_server_behaves_like_the_platform(dev_server: str) -> None:
 
 
 def test_lazy_serverless_attribute() -> None:
-    assert gpuserve.serverless.start.__module__ == "gpuserve.worker.serverless"
+    assert gpuserve.serverless.start.__module__ == "gpuserve.worker.entrypoint"
     with pytest.raises(AttributeError):
         _ = gpuserve.no_such_thing  # type: ignore[attr-defined]
