@@ -48,6 +48,7 @@ else:
     _SDK_MISSING = None
 
 from gpuserve.backends.base import Deployment, worker_env
+from gpuserve.core.backoff import Backoff
 from gpuserve.core.errors import ConfigError, NotFoundError
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
 from gpuserve.gpu import GpuStats, HostInventory, inventory
@@ -163,9 +164,9 @@ class _Endpoint:
     next_start_not_before_s: float = 0.0
 
 
-def _crash_backoff_s(streak: int) -> float:
-    """0.5, 1, 2, 4 ... capped at 30 s: a worker that dies on start must not spin the host."""
-    return 0.0 if streak <= 0 else min(30.0, 0.5 * 2 ** (streak - 1))
+# A worker that dies on start must not spin the host: its endpoint's next start waits 0.5, 1, 2,
+# 4 ... s after 1, 2, 3, 4 ... crashes in a row, capped at 30 s (reached after 7).
+CRASH_BACKOFF = Backoff(0.5, factor=2.0, max_s=30.0)
 
 
 class DockerBackend:
@@ -715,7 +716,7 @@ class DockerBackend:
             entry = self._endpoints.get(w.endpoint_id)
             if entry is not None and w.phase in ("pending", "up"):
                 entry.crash_streak += 1
-                entry.next_start_not_before_s = self._now() + _crash_backoff_s(entry.crash_streak)
+                entry.next_start_not_before_s = self._now() + CRASH_BACKOFF.delay_s(entry.crash_streak)
         if w.container_id is not None:
             try:
                 container = self.client.containers.get(w.container_id)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gpuserve.backends.base import Deployment, worker_env
+from gpuserve.core.backoff import Backoff
 from gpuserve.core.errors import BackendError, ConfigError, NotFoundError
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
 from gpuserve.server.workers import WorkerRegistry
@@ -41,6 +42,9 @@ log = logging.getLogger("gpuserve.backends.process")
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
+# A handler that fails at import would otherwise respawn as fast as Python starts (about 20 per
+# second); doubling from 1 s reaches the 60 s cap after 7 crashes in a row.
+CRASH_BACKOFF = Backoff(BACKOFF_BASE_S, factor=2.0, max_s=BACKOFF_CAP_S)
 HEALTHY_LIFETIME_S = 60.0  # a worker that crashes after living this long resets the back-off
 UNHEALTHY_LINGER_S = 30.0  # keep a crashed worker visible (health, `gpuserve endpoints`) this long
 COLD_STARTS_KEPT = 1000
@@ -48,9 +52,7 @@ COLD_STARTS_KEPT = 1000
 
 def crash_backoff_s(streak: int) -> float:
     """Delay before the next spawn after `streak` consecutive crashes: 0, 1, 2, 4, ... 60 s."""
-    if streak <= 0:
-        return 0.0
-    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (streak - 1)))
+    return CRASH_BACKOFF.delay_s(streak)
 
 
 @dataclass

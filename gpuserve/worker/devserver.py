@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from gpuserve.core.backoff import Backoff
 from gpuserve.worker.runner import Job, run_job
 
 __all__ = ["DevServer"]
@@ -31,6 +32,8 @@ log = logging.getLogger("gpuserve.worker")
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 MAX_BODY_BYTES = 20 * 1024 * 1024
 STREAM_HOLD_S = 1.0  # /stream waits this long for a new chunk before answering empty
+# A job's webhook: 3 tries, 1 s then 2 s apart (the last failure is simply logged).
+WEBHOOK_RETRY = Backoff(1.0, factor=1.0, step_s=1.0, attempts=3)
 
 
 @dataclass
@@ -192,13 +195,15 @@ class DevServer:
     @staticmethod
     def _send_webhook(url: str, body: dict[str, Any]) -> None:
         # Like the platform: one POST, retried twice on a non-2xx answer or no connection.
-        for attempt in range(3):
+        for wait_s in WEBHOOK_RETRY.tries():
             try:
                 if httpx.post(url, json=body, timeout=10.0).status_code < 300:
                     return
             except httpx.HTTPError as exc:
                 log.warning("webhook %s failed: %s", url, exc)
-            time.sleep(1.0 * (attempt + 1))
+            if wait_s is None:
+                return
+            time.sleep(wait_s)
 
     # -- operations called from HTTP threads -------------------------------------------------
 
