@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +50,7 @@ else:
 from gpuserve.backends.base import Deployment, worker_env
 from gpuserve.core.backoff import Backoff
 from gpuserve.core.errors import ConfigError, NotFoundError
+from gpuserve.core.startup import ColdStartRecord, StartKind, StartReport
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
 from gpuserve.gpu import GpuStats, HostInventory, inventory
 from gpuserve.server.workers import WorkerRegistry, hash_token
@@ -76,7 +77,6 @@ VOLUME_MOUNT = "/runpod-volume"  # Runpod's network-volume path, so handlers wri
 HANDLER_MOUNT = "/app"
 
 FlashMode = Literal["pause", "stop"]
-StartKind = Literal["cold", "flash_unpause", "flash_start"]
 Phase = Literal["pending", "throttled", "up", "retiring", "outdated", "retained", "gone"]
 HIDDEN: frozenset[str] = frozenset({"retiring", "retained", "gone"})
 
@@ -114,29 +114,6 @@ def managed_containers(client: docker_sdk.DockerClient, namespace: str | None = 
 
 def managed_volumes(client: docker_sdk.DockerClient, namespace: str | None = None) -> list[Volume]:
     return list(client.volumes.list(filters=_label_filter(namespace)))
-
-
-@dataclass
-class ColdStartRecord:
-    """How one worker came up: cold (create + start) or flash boot (unpause or start), phase by phase.
-
-    Phases in seconds; None where a phase did not happen (no create on a revival) or could
-    not be seen (runtime init needs gpuserve's SDK, which writes its start-up instants).
-    """
-
-    worker_id: str
-    endpoint_id: str
-    kind: StartKind
-    requested_wall_s: float
-    create_s: float | None = None
-    start_s: float | None = None  # `docker start`, or `docker unpause` for a paused revival
-    runtime_init_s: float | None = None  # start returned -> the SDK's start() called (imports, model load)
-    first_take_s: float | None = None  # -> the first job-take reached the server
-    total_s: float | None = None  # requested -> ready (first job-take, and the container running)
-    gpu_ids: tuple[int, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -370,6 +347,14 @@ class DockerBackend:
         """Utilisation and memory of a worker's GPUs (refreshed every few seconds); None for CPU workers."""
         return self.gpus.stats(worker_id)
 
+    def cold_start(self, worker_id: str) -> ColdStartRecord | None:
+        """How a worker came up: its start in progress (phases so far), else the last one it finished."""
+        with self._lock:
+            w = self._workers.get(worker_id)
+            if w is not None and w.record is not None:
+                return w.record
+            return next((r for r in reversed(self.cold_starts) if r.worker_id == worker_id), None)
+
     def worker_info(self, worker_id: str) -> dict[str, Any] | None:
         """What the worker's state exports beyond the registry: container, GPUs with telemetry, cold start."""
         with self._lock:
@@ -565,8 +550,8 @@ class DockerBackend:
             self._crashed(w, f"start failed: {exc}")
             return
         t2 = self._now()
-        w.record.create_s, w.record.start_s = t1 - t0, t2 - t1
         with self._lock:
+            w.record = replace(w.record, create_s=t1 - t0, start_s=t2 - t1)
             w.started_wall_s = t2
             if w.phase == "pending":
                 w.phase = "up"
@@ -671,8 +656,8 @@ class DockerBackend:
         else:
             container.start()
         t1 = self._now()
-        w.record.start_s = t1 - t0
         with self._lock:
+            w.record = replace(w.record, start_s=t1 - t0)
             w.paused = False
             w.started_wall_s = t1
             if w.phase == "pending":
@@ -761,15 +746,22 @@ class DockerBackend:
             if entry is not None:
                 entry.crash_streak = 0
         ready_s = max(live.first_take_s, w.started_wall_s)
-        sdk = self._read_cold_start_file(w.worker_id) if rec.kind != "flash_unpause" else None
-        start_called = sdk.get("start_called_wall_s") if sdk else None
-        if isinstance(start_called, float) and start_called >= w.started_wall_s - 0.05:
-            rec.runtime_init_s = max(0.0, start_called - w.started_wall_s)
-            rec.first_take_s = max(0.0, live.first_take_s - start_called)
+        # A paused process does not start again, so it writes no new report.
+        report = self._read_report(w.worker_id) if rec.kind != "flash_unpause" else None
+        # A report older than this start (a revived stopped container left its first one) says nothing.
+        if report is not None and report.start_called_wall_s >= w.started_wall_s - 0.05:
+            start_called = report.start_called_wall_s
+            rec = replace(
+                rec,
+                runtime_init_s=max(0.0, start_called - w.started_wall_s),
+                first_take_s=max(0.0, live.first_take_s - start_called),
+            )
         else:
-            rec.first_take_s = max(0.0, live.first_take_s - w.started_wall_s)
-        rec.total_s = ready_s - rec.requested_wall_s
-        self.cold_starts.append(rec)
+            rec = replace(rec, first_take_s=max(0.0, live.first_take_s - w.started_wall_s))
+        rec = replace(rec, total_s=ready_s - rec.requested_wall_s)
+        with self._lock:
+            w.record = rec
+            self.cold_starts.append(rec)
         log.info(
             "worker %s ready (%s): create %s start %s init %s first-take %s total %.3f s",
             w.worker_id,
@@ -781,12 +773,12 @@ class DockerBackend:
             rec.total_s,
         )
 
-    def _read_cold_start_file(self, worker_id: str) -> dict[str, Any] | None:
+    def _read_report(self, worker_id: str) -> StartReport | None:
+        """The start-up report the worker's SDK wrote into the state folder mounted at COLD_START_DIR."""
         try:
-            data: dict[str, Any] = json.loads((self.state_dir / "coldstart" / f"{worker_id}.json").read_text())
+            return StartReport.from_json(json.loads((self.state_dir / "coldstart" / f"{worker_id}.json").read_text()))
         except (OSError, ValueError):
             return None
-        return data
 
     # -- adoption after a restart ----------------------------------------------------------------
 

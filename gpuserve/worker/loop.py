@@ -12,12 +12,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
 from gpuserve.core.backoff import Backoff
-from gpuserve.worker.coldstart import SDK_IMPORT_WALL_S, ColdStart, process_start_wall_s
+from gpuserve.core.startup import StartReport
+from gpuserve.worker.coldstart import SDK_IMPORT_WALL_S, process_start_wall_s, write_report
 from gpuserve.worker.env import WorkerEnv, with_query
 from gpuserve.worker.heartbeat import Heartbeat
 from gpuserve.worker.runner import Job, JobOutcome, run_job
@@ -82,7 +84,7 @@ class Worker:
         self.client: httpx.AsyncClient | None = None
         # job-take and job-done go over the lean client when the server is plain http (wire.py)
         self.lean: LeanClient | None = None
-        self.cold_start = ColdStart(
+        self.cold_start = StartReport(
             worker_id=env.worker_id,
             spawn_wall_s=env.spawn_wall_s,
             process_start_wall_s=process_start_wall_s(),
@@ -199,7 +201,7 @@ class Worker:
         return valid
 
     def _note_first_take(self) -> None:
-        self.cold_start.first_take_wall_s = time.time()
+        self.cold_start = replace(self.cold_start, first_take_wall_s=time.time())
         d = self.cold_start.durations()
         log.info(
             "worker %s ready: first job-take %.3f s after start() (process start -> first take %s s, "
@@ -211,7 +213,7 @@ class Worker:
         )
         if self.env.cold_start_file:
             try:
-                self.cold_start.write(self.env.cold_start_file)
+                write_report(self.cold_start, self.env.cold_start_file)
             except OSError as exc:
                 log.warning("could not write %s: %s", self.env.cold_start_file, exc)
 

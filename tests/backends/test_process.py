@@ -182,10 +182,10 @@ def test_scale_from_zero_then_idle_timeout_back_to_zero(tmp_path: Path) -> None:
         assert body["status"] == "COMPLETED"
         wid = body["workerId"]
         record = live.backend.cold_start(wid)
-        assert record is not None and record["spawn_to_first_take_s"] > 0
-        assert record["start_to_first_take_s"] is not None and record["spawn_to_process_s"] is not None
+        assert record is not None and record.total_s > 0
+        assert record.first_take_s is not None and record.start_s is not None
         live.until(lambda: live.workers("scaler") == [], "idle worker stopped after idle_timeout_s")
-        assert any(r["worker_id"] == wid for r in live.backend.cold_starts)
+        assert any(r.worker_id == wid for r in live.backend.cold_starts)
 
 
 def test_new_version_marks_outdated_finishes_job_then_replaces(tmp_path: Path) -> None:
