@@ -261,11 +261,10 @@ def test_refresh_worker_replaces_the_process(tmp_path: Path, sdk: str) -> None:
     assert second["workerId"] != first["workerId"] and second["output"] == second["workerId"]
 
 
-def test_examples_served_from_their_endpoints_yaml(tmp_path: Path) -> None:
+def test_examples_served_from_their_endpoints_yaml(tmp_path: Path, pytestconfig: pytest.Config) -> None:
     from gpuserve.config.endpoints import load_endpoints
 
-    root = Path(__file__).resolve().parents[2]
-    deps = [e.deployment for e in load_endpoints(root / "examples" / "endpoints.yaml").endpoints]
+    deps = [e.deployment for e in load_endpoints(pytestconfig.rootpath / "examples" / "endpoints.yaml").endpoints]
     inputs = {
         "echo": ({"x": 1}, {"echo": {"x": 1}}),
         "streaming": ({"text": "a b", "delay_s": 0}, [{"index": 0, "token": "a"}, {"index": 1, "token": "b"}]),
