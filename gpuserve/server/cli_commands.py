@@ -69,27 +69,17 @@ def serve(
     """Serve the Runpod-compatible API for the endpoints in CONFIG, scaling workers (processes or containers)."""
     from gpuserve.config.endpoints import load_endpoints
     from gpuserve.core.errors import GpuserveError
-    from gpuserve.server.app import create_app
-    from gpuserve.server.fastpath import FastPath
-    from gpuserve.server.serve import (
-        GracefulServer,
-        backend_factory,
-        bind_socket,
-        runtime_from_config,
-        url_of,
-        uvicorn_config,
-    )
+    from gpuserve.platform import Platform
 
     try:
         cfg = load_endpoints(config)
-        bind_host = host or cfg.server.host
-        bind_port = cfg.server.port if port is None else port
         try:
-            sock = bind_socket(bind_host, bind_port)
+            platform = Platform.from_config(cfg, data_dir=data_dir, backend=backend, host=host, port=port, log_level=log_level)
         except OSError as exc:
+            bind_host = host or cfg.server.host
+            bind_port = cfg.server.port if port is None else port
             raise _fail(f"cannot listen on {bind_host}:{bind_port} ({exc.strerror})") from None
-        url = url_of(sock)
-        runtime = runtime_from_config(cfg, server_url=url, data_dir=data_dir, backend_factory=backend_factory(backend))
+        url = platform.url
     except GpuserveError as exc:
         raise _fail(str(exc)) from None
     open_eps = [e.spec.endpoint_id for e in cfg.endpoints if not (e.key_hashes or cfg.global_key_hashes)]
@@ -102,8 +92,7 @@ def serve(
         )
     if open_eps:
         console.print(f"[yellow]warning:[/] no API key protects {', '.join(open_eps)}; anyone who can reach {url} may use it")
-    server = GracefulServer(uvicorn_config(FastPath(create_app(runtime)), log_level=log_level), runtime)
-    server.run(sockets=[sock])
+    platform.serve_forever()
 
 
 def endpoints(url: UrlOpt = None, api_key: KeyOpt = None) -> None:

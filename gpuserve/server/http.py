@@ -10,8 +10,9 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
-from gpuserve.server.runtime import Endpoint, Runtime
-from gpuserve.server.workers import LiveWorker, hash_token
+from gpuserve.live.auth import hash_token
+from gpuserve.live.registry import LiveWorker
+from gpuserve.live.runtime import Endpoint, Runtime
 
 __all__ = ["ApiError", "client_auth", "endpoint_or_404", "json_response", "read_body", "worker_auth"]
 
