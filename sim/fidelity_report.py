@@ -38,7 +38,7 @@ from gpuserve.sim.coldstart import ColdStartProfile  # noqa: E402
 from gpuserve.sim.engine import SimConfig, SimEndpoint, Simulation  # noqa: E402
 from gpuserve.sim.plots import plot_run  # noqa: E402
 from gpuserve.sim.service import Exponential  # noqa: E402
-from gpuserve.sim.sweep import run_scenario  # noqa: E402
+from gpuserve.experiments import run_scenario  # noqa: E402
 from gpuserve.sim.workload import Poisson  # noqa: E402
 
 SCENARIOS = ("steady", "bursty", "diurnal")

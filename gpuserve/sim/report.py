@@ -83,7 +83,7 @@ def simulate(
     console: Console,
 ) -> Path:
     """Run the scenario (or its sweep) and write everything under the output folder, which it returns."""
-    from gpuserve.sim.sweep import run_scenario, run_sweep
+    from gpuserve.experiments import run_scenario, run_sweep
 
     overrides = [parse_assignment(s) for s in sets]
     scenario = load_scenario(scenario_path, overrides, seed=seed)
