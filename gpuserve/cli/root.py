@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gpuserve.core.errors import GpuserveError
 
@@ -30,7 +31,9 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
     Exit codes: 2 for a bad argument, file or refused request; 3 when `run` gives up waiting;
     130 when interrupted."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # escape(): a message quotes user input, and rich would take "[a]" in a payload or "[x].yaml" in a file
+    # name for markup and drop it from the line.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
