@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from gpuserve.cli.root import app, console, err_console, fail
-from gpuserve.core.jobs import TERMINAL_STATUSES
+from gpuserve.core.jobs import TERMINAL_STATUSES, JobStatus
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -172,7 +172,7 @@ def run(
         client.call("POST", f"/v2/{endpoint}/cancel/{job_id}")
         raise fail(f"interrupted: job {job_id} cancelled", 130) from None
     timing = f"queued {status.get('delayTime', 0)} ms, ran {status.get('executionTime', 0)} ms"
-    if status["status"] == "COMPLETED":
+    if status["status"] == JobStatus.COMPLETED:
         if "output" in status:
             console.print_json(json.dumps(status["output"]))
         err_console.print(f"[green]COMPLETED[/] ({timing}, worker {status.get('workerId')})", highlight=False)
