@@ -30,10 +30,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-from gpuserve.backends.base import Deployment, worker_env
+from gpuserve.backends.base import worker_env
 from gpuserve.core.errors import BackendError, ConfigError, NotFoundError
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
-from gpuserve.server.workers import WorkerRegistry
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import WorkerRegistry
 
 __all__ = ["ProcessBackend", "crash_backoff_s"]
 

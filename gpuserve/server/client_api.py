@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from gpuserve.core.errors import IllegalTransitionError, NotFoundError
 from gpuserve.core.jobs import JobStatus
+from gpuserve.live.runtime import Endpoint, Runtime
 from gpuserve.server.http import (
     ApiError,
     client_auth,
@@ -27,7 +28,6 @@ from gpuserve.server.limits import (
     RUNSYNC_WAIT_MS,
     TTL_MS,
 )
-from gpuserve.server.runtime import Endpoint, Runtime
 from gpuserve.store.base import Job
 
 __all__ = ["JobRequest", "parse_job_request", "router"]

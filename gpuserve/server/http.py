@@ -10,9 +10,10 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
-from gpuserve.server.runtime import Endpoint, Runtime
-from gpuserve.server.settings import MIB
-from gpuserve.server.workers import LiveWorker, hash_token
+from gpuserve.live.auth import hash_token
+from gpuserve.live.registry import LiveWorker
+from gpuserve.live.runtime import Endpoint, Runtime
+from gpuserve.live.settings import MIB
 
 __all__ = ["ApiError", "client_auth", "endpoint_or_404", "json_response", "read_body", "worker_auth"]
 

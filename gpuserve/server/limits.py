@@ -1,12 +1,13 @@
 """The fixed limits of the HTTP API, stated once for the FastAPI routes, the fast path and the OpenAPI schema.
 
 The /run and /runsync body limits are not here: operators may change them, so they are
-ServerSettings fields (`max_run_bytes` 10 MiB and `max_runsync_bytes` 20 MiB, Runpod's values).
+ServerSettings fields in gpuserve/live/settings.py (`max_run_bytes` 10 MiB and
+`max_runsync_bytes` 20 MiB, Runpod's values).
 """
 
 from __future__ import annotations
 
-from gpuserve.server.settings import MIB
+from gpuserve.live.settings import MIB
 
 __all__ = [
     "DEFAULT_RUNSYNC_WAIT_MS",

@@ -138,15 +138,12 @@ class JobStore(Protocol):
         """Delete every queued job of an endpoint; returns how many."""
         ...
 
-    def requeue_worker_jobs(self, worker_id: str, reason: str, now_s: float, max_retries: int) -> list[Job]:
-        """A worker was lost: its jobs go back to the queue (retries + 1), or FAILED past the limit."""
+    def requeue(self, worker_id: str, job_ids: list[str], reason: str, now_s: float, max_retries: int) -> list[Job]:
+        """A worker was lost: those of `job_ids` it still runs go back to the queue (retries + 1), or FAILED
+        past the limit. Which jobs a worker holds is the worker registry's to know, not the store's."""
         ...
 
     def in_progress(self, endpoint_id: str | None = None) -> list[Job]: ...
-
-    def busy_workers(self) -> list[str]:
-        """Workers that hold at least one IN_PROGRESS job."""
-        ...
 
     def sweep(self, now_s: float) -> list[SweepEvent]:
         """Apply every deadline that has passed: execution timeouts, ttl and result retention."""

@@ -25,6 +25,7 @@ import pytest
 import uvicorn
 
 from gpuserve.server.corked import CorkedHttpToolsProtocol, _CorkedTransport
+from tests.support.live import KEY
 
 PRIVATE_MODULE = "uvicorn.protocols.http.httptools_impl"
 UVICORN = importlib.metadata.version("uvicorn")
@@ -191,7 +192,9 @@ def _uncorked_writes_per_response() -> int:
 
 def test_a_real_server_sends_each_response_in_one_write(make_server):
     h = make_server()
-    thread_id = h.server._thread.native_id  # the thread that runs the server's event loop
+    server = h.platform._server  # the ServerThread: its thread runs the event loop, its uvicorn server the protocols
+    thread_id = server._thread.native_id
+    assert thread_id is not None
     try:
         _write_syscalls(thread_id)
     except OSError as exc:
@@ -203,10 +206,10 @@ def test_a_real_server_sends_each_response_in_one_write(make_server):
 
     with _connect(h.url) as conn:
         # A fast-path route, a FastAPI route and FastAPI's own 404: each answer is one write.
-        for path, auth in [("/v2/nope/status/x", ""), ("/v2/ep/health", "Bearer sk-test-key"), ("/nowhere", "")]:
+        for path, auth in [("/v2/nope/status/x", ""), ("/v2/ep/health", f"Bearer {KEY}"), ("/nowhere", "")]:
             assert _fewest_writes(thread_id, conn, path, auth) == 1, path
         # And the connection is served by the corked protocol over the corked transport.
-        connections = list(h.server._server.server_state.connections)
+        connections = list(server._server.server_state.connections)
         assert connections and all(type(c) is CorkedHttpToolsProtocol for c in connections), connections
         assert all(isinstance(c.transport, _CorkedTransport) for c in connections)
         assert all(c.loop is h.rt.loop for c in connections)

@@ -10,10 +10,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-from conftest import KEY, Harness, deployment
 
+from gpuserve.live.settings import MIB
 from gpuserve.server.limits import MAX_RESULT_BYTES
-from gpuserve.server.settings import MIB
+from tests.support.live import KEY, Harness, deployment
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _JSON = {"Content-Type": "application/json"}
