@@ -26,16 +26,15 @@ from typing import Any
 
 import httpx
 
-from gpuserve.backends.base import Deployment
 from gpuserve.backends.docker import DockerBackend, docker_client, managed_containers
 from gpuserve.backends.docker_images import BASE_IMAGE, ensure_worker_image
 from gpuserve.backends.process import ProcessBackend
 from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
-from gpuserve.server.runtime import Endpoint, Runtime
-from gpuserve.server.serve import ServerThread
-from gpuserve.server.settings import ServerSettings
-from gpuserve.server.workers import WorkerRegistry
-from gpuserve.store.sqlite import SqliteJobStore
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import WorkerRegistry
+from gpuserve.live.runtime import Endpoint
+from gpuserve.live.settings import ServerSettings
+from gpuserve.platform import Platform
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDLER = """
@@ -69,17 +68,14 @@ def _until(predicate: Callable[[], bool], what: str, timeout_s: float = 60.0) ->
         time.sleep(0.01)
 
 
-def _serve(make_backend: Callable[[str, WorkerRegistry], Any], dep: Deployment, data: Path) -> tuple[ServerThread, Any]:
-    holder: dict[str, Any] = {}
-    registry = WorkerRegistry()
-
-    def runtime_for(url: str) -> Runtime:
-        holder["backend"] = make_backend(url, registry)
-        store = SqliteJobStore(data / f"{dep.endpoint_id}.sqlite3", now_s=time.time())
-        return Runtime([Endpoint(dep)], store, registry, backend=holder["backend"], settings=SETTINGS)
-
-    server = ServerThread(runtime_for).start()
-    return server, holder["backend"]
+def _serve(make_backend: Callable[[str, WorkerRegistry], Any], dep: Deployment, data: Path) -> tuple[Platform, Any]:
+    platform = Platform(
+        [Endpoint(dep)],
+        data_dir=data / dep.endpoint_id,
+        backend=lambda registry, url, _settings, _clock, _data: make_backend(url, registry),
+        settings=SETTINGS,
+    ).start()
+    return platform, platform.backend
 
 
 def _runsync(http: httpx.Client, endpoint_id: str) -> tuple[str, float]:

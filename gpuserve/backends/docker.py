@@ -47,13 +47,14 @@ except ImportError:
 else:
     _SDK_MISSING = None
 
-from gpuserve.backends.base import Deployment, worker_env
+from gpuserve.backends.base import worker_env
 from gpuserve.core.backoff import Backoff
 from gpuserve.core.errors import ConfigError, NotFoundError
 from gpuserve.core.startup import ColdStartRecord, StartKind, StartReport
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
 from gpuserve.gpu import GpuStats, HostInventory, inventory
-from gpuserve.server.workers import WorkerRegistry, hash_token
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import WorkerRegistry
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -293,6 +294,14 @@ class DockerBackend:
                 w.phase = "outdated"
                 self.registry.set_draining(worker_id, True)
 
+    def cold_start(self, worker_id: str) -> ColdStartRecord | None:
+        """The newest start record of a worker, or None: its start in progress (phases so far), else its last one."""
+        with self._lock:
+            w = self._workers.get(worker_id)
+            if w is not None and w.record is not None:
+                return w.record
+            return next((c for c in reversed(self.cold_starts) if c.worker_id == worker_id), None)
+
     def logs(self, worker_id: str, tail_lines: int = 200) -> str:
         with self._lock:
             w = self._workers.get(worker_id)
@@ -346,14 +355,6 @@ class DockerBackend:
     def worker_gpu_stats(self, worker_id: str) -> GpuStats | None:
         """Utilisation and memory of a worker's GPUs (refreshed every few seconds); None for CPU workers."""
         return self.gpus.stats(worker_id)
-
-    def cold_start(self, worker_id: str) -> ColdStartRecord | None:
-        """How a worker came up: its start in progress (phases so far), else the last one it finished."""
-        with self._lock:
-            w = self._workers.get(worker_id)
-            if w is not None and w.record is not None:
-                return w.record
-            return next((r for r in reversed(self.cold_starts) if r.worker_id == worker_id), None)
 
     def worker_info(self, worker_id: str) -> dict[str, Any] | None:
         """What the worker's state exports beyond the registry: container, GPUs with telemetry, cold start."""
@@ -457,9 +458,7 @@ class DockerBackend:
                 return
             now = self._now()
             w.gpu_ids, w.version, w.phase = got, dep.version, "pending"
-            live = self.registry.get(w.worker_id)
-            if live is not None:
-                live.gpu_ids = got
+            self.registry.set_gpus(w.worker_id, got)
             self.registry.set_state(w.worker_id, WorkerState.INITIALIZING, now)
             w.record = ColdStartRecord(w.worker_id, w.endpoint_id, "cold", now, gpu_ids=got)
         self._submit(w, lambda w: self._cold_start(w, 0.0), "cold start after throttling")
@@ -625,20 +624,13 @@ class DockerBackend:
                 self._submit(w, self._remove_container, "its GPUs went to another worker")
                 return False
         if not w.paused:  # a fresh process: a fresh registry entry (see _park)
-            self.registry.add(w.worker_id, w.endpoint_id, now, dep.spec.concurrency_per_worker, w.version, w.gpu_ids)
-        live = self.registry.get(w.worker_id)
-        if live is None:  # removed by someone else: cannot be revived under its token
-            self._submit(w, self._remove_container, "no longer registered")
-            return False
+            self.registry.add(w.worker_id, w.endpoint_id, now, dep.spec.concurrency_per_worker, w.version, w.gpu_ids, token=w.token)
         # Back to a fresh start in the registry: INITIALIZING until its next job-take, heard from now
         # (a paused process misses heartbeats), and no longer draining.
-        live.first_take_s = None
-        live.last_seen_s = now
-        live.created_s = now
-        live.capacity = dep.spec.concurrency_per_worker
-        live.token_hash = hash_token(w.token)
-        self.registry.set_state(w.worker_id, WorkerState.INITIALIZING, now)
-        self.registry.set_draining(w.worker_id, False)
+        if not self.registry.revive(w.worker_id, now, dep.spec.concurrency_per_worker, w.token):
+            # removed by someone else: cannot be revived under its token
+            self._submit(w, self._remove_container, "no longer registered")
+            return False
         kind: StartKind = "flash_unpause" if w.paused else "flash_start"
         w.record = ColdStartRecord(w.worker_id, w.endpoint_id, kind, now, gpu_ids=w.gpu_ids)
         w.phase = "pending"
@@ -803,10 +795,8 @@ class DockerBackend:
                 self._track(self._pool.submit(_force_remove, c))
                 continue
             now = self._now()
-            self.registry.add(worker_id, dep.endpoint_id, now, dep.spec.concurrency_per_worker, dep.version, gpu_ids)
-            live = self.registry.get(worker_id)
-            if live is not None:
-                live.token_hash = hash_token(token)  # the container keeps polling with the token it was given
+            # The container keeps polling with the token it was given.
+            self.registry.add(worker_id, dep.endpoint_id, now, dep.spec.concurrency_per_worker, dep.version, gpu_ids, token=token)
             w = _Worker(worker_id, dep.endpoint_id, dep.version, token, "up", gpu_ids, c.id)
             w.started_wall_s = now
             self._workers[worker_id] = w
@@ -890,7 +880,7 @@ def _fmt(value: float | None) -> str:
 
 
 def docker_backend_factory(**options: Any) -> Callable[..., DockerBackend]:
-    """A BackendFactory for `gpuserve.server.serve.runtime_from_config`.
+    """A BackendFactory for `gpuserve.platform.Platform`.
 
     (registry, server_url, settings, clock, data_dir) -> DockerBackend; `options` are
     DockerBackend's keyword arguments (namespace, flash_mode, retention_s, ...).

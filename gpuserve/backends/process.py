@@ -30,12 +30,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from gpuserve.backends.base import Deployment, worker_env
+from gpuserve.backends.base import worker_env
 from gpuserve.core.backoff import Backoff
 from gpuserve.core.errors import BackendError, ConfigError, NotFoundError
 from gpuserve.core.startup import ColdStartRecord, StartReport
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
-from gpuserve.server.workers import WorkerRegistry
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import WorkerRegistry
 
 __all__ = ["ProcessBackend", "crash_backoff_s"]
 

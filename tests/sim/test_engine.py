@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from sim_builders import endpoint, run
 
 from gpuserve.controller import Controller
 from gpuserve.core.types import WorkerState
@@ -13,6 +12,7 @@ from gpuserve.sim.engine import SimConfig, Simulation
 from gpuserve.sim.hosts import HostSpec
 from gpuserve.sim.service import Exponential, Lognormal
 from gpuserve.sim.workload import Bursty, Poisson
+from tests.sim.sim_builders import endpoint, run
 
 COLD = ColdStartProfile(image_size_gb=2.0, pull_bandwidth_gb_s=1.0, container_start_s=1.0, runtime_init_s=2.0, flash_resume_s=0.5)
 
