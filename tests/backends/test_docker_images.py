@@ -26,23 +26,31 @@ DOCKERFILE_IN_WHEEL = "gpuserve/backends/docker_files/Dockerfile"
 # Run in a fresh interpreter that sees only the standard library and one folder of packages
 # (-I -S: no PYTHONPATH, no site-packages, no editable install of a checkout).
 PROBE = """
-import json, sys
+import json, sys, zipfile
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import gpuserve
 from gpuserve.backends import docker_images as d
+packed = d.write_sdk_wheel(Path(sys.argv[2]))
 print(json.dumps({
     "package": gpuserve.__file__,
     "dockerfile": str(d.worker_dockerfile()),
     "dockerfile_bytes": len(d.worker_dockerfile().read_bytes()),
     "hash": d.source_hash(),
     "files": [name for name, _ in d.package_files()],
+    "packed": sorted(zipfile.ZipFile(packed).namelist()),
 }))
 """
 
 
 def _probe(site: Path) -> dict[str, object]:
+    wheels = site.parent / "packed"
     out = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", PROBE, str(site)], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-I", "-S", "-c", PROBE, str(site), str(wheels)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     result: dict[str, object] = json.loads(out.stdout)
@@ -90,6 +98,10 @@ def test_an_installed_wheel_finds_its_recipe_and_hashes_like_the_checkout(built_
     # The same sources, installed or checked out, label gpuserve/worker alike: nothing repo-relative is hashed.
     assert found["files"] == [name for name, _ in package_files()]
     assert found["hash"] == source_hash()
+    # The image's wheel, packed from the install alone, holds every file pip put in the install.
+    with zipfile.ZipFile(built_wheel) as zf:
+        pip_files = sorted(n for n in zf.namelist() if n.startswith("gpuserve/"))
+    assert [n for n in found["packed"] if n.startswith("gpuserve/")] == pip_files  # type: ignore[attr-defined]
 
 
 def test_the_image_wheel_packed_from_an_install_holds_what_pip_built(built_wheel: Path, tmp_path: Path) -> None:
