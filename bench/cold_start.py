@@ -99,19 +99,8 @@ def bench_process(repeats: int, tmp: Path) -> list[dict[str, Any]]:
         for _ in range(repeats + 1):  # the first one warms the page cache and is dropped
             wid, e2e_s = _runsync(http, "proc")
             _until(lambda: not backend.workers("proc"), "process worker stopped")
-            _until(lambda w=wid: backend.cold_start(w) and backend.cold_start(w).get("spawn_to_first_take_s"), "record")
-            rec = backend.cold_start(wid)
-            init = [rec.get("process_to_sdk_import_s"), rec.get("sdk_import_to_start_s")]
-            rows.append(
-                {
-                    "create_s": None,
-                    "start_s": rec.get("spawn_to_process_s"),
-                    "runtime_init_s": sum(init) if None not in init else None,
-                    "first_take_s": rec.get("start_to_first_take_s"),
-                    "total_s": rec.get("spawn_to_first_take_s"),
-                    "e2e_s": e2e_s,
-                }
-            )
+            _until(lambda w=wid: (r := backend.cold_start(w)) is not None and r.total_s is not None, "record")
+            rows.append({**backend.cold_start(wid).as_dict(), "e2e_s": e2e_s})
     finally:
         server.stop()
     return rows[1:]

@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -68,6 +69,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("gpuserve.docker")
+COLD_STARTS_KEPT = 1000  # start records kept for calibrate and the benchmarks, newest last
 
 MANAGED = "gpuserve.managed"
 NAMESPACE = "gpuserve.namespace"
@@ -199,7 +201,8 @@ class DockerBackend:
         self._workers: dict[str, _Worker] = {}
         self._created_volumes: set[str] = set()
         self._gone_logs: dict[str, str] = {}
-        self.cold_starts: list[ColdStartRecord] = []
+        # Bounded like the process backend's: a long-lived server starts workers without end.
+        self.cold_starts: deque[ColdStartRecord] = deque(maxlen=COLD_STARTS_KEPT)
         self._seq = 0
         self._closed = False
         self._last_telemetry_s = 0.0

@@ -151,26 +151,13 @@ def calibrate(backend: BackendName = "process", repeats: int = 7, work_dir: Path
 
 
 def _cold_phases(backend: LiveBackend, worker_id: str | None) -> dict[str, float]:
-    """One worker's start-up phases from the backend's own records."""
-    if worker_id is None:
+    """One worker's start-up phases from the backend's own record, plus its total as platform_start_s."""
+    record = backend.cold_start(worker_id) if worker_id is not None else None
+    if record is None:
         return {}
-    found = backend.cold_start(worker_id)
-    if found is None:
-        return {}
-    record: dict[str, Any] = found if isinstance(found, dict) else found.as_dict()
-    out: dict[str, float] = {}
-    if "spawn_to_first_take_s" in record:  # process backend
-        keys = ("spawn_to_process_s", "process_to_sdk_import_s", "sdk_import_to_start_s", "start_to_first_take_s")
-        total = record.get("spawn_to_first_take_s")
-    else:  # docker backend
-        keys = ("create_s", "start_s", "runtime_init_s", "first_take_s")
-        total = record.get("total_s")
-    for key in keys:
-        value = record.get(key)
-        if isinstance(value, int | float):
-            out[key] = float(value)
-    if isinstance(total, int | float):
-        out["platform_start_s"] = float(total)
+    out = record.phases()
+    if record.total_s is not None:
+        out["platform_start_s"] = record.total_s
     return out
 
 

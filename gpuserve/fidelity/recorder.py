@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from gpuserve.core.startup import ColdStartRecord
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
 from gpuserve.live.backend import LiveBackend
 from gpuserve.live.deployment import Deployment
@@ -154,7 +154,7 @@ class RecordingBackend:
     def recycle(self, worker_id: str) -> None:
         self.inner.recycle(worker_id)
 
-    def cold_start(self, worker_id: str) -> Any | None:
+    def cold_start(self, worker_id: str) -> ColdStartRecord | None:
         return self.inner.cold_start(worker_id)
 
     def workers(self, endpoint_id: str) -> Sequence[WorkerView]:

@@ -8,8 +8,9 @@ workers. Every method a caller uses is declared here, so no caller probes a back
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
+from gpuserve.core.startup import ColdStartRecord
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerView
 from gpuserve.live.deployment import Deployment
 
@@ -45,7 +46,7 @@ class LiveBackend(Protocol):
 
     def logs(self, worker_id: str, tail_lines: int = 200) -> str: ...
 
-    def cold_start(self, worker_id: str) -> Any | None:
+    def cold_start(self, worker_id: str) -> ColdStartRecord | None:
         """The measured start-up phases of a worker's last start, or None when none is recorded."""
         ...
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from gpuserve.core.backoff import Backoff
 from gpuserve.live.settings import ServerSettings
 
 __all__ = ["WebhookSender"]
@@ -34,8 +35,8 @@ class WebhookSender:
         """POST the body once; a non-200 answer or an error is retried (twice by default)."""
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s)
-        attempts = self.settings.webhook_attempts
-        for attempt in range(attempts):
+        retry = Backoff.fixed(self.settings.webhook_retry_delay_s, attempts=self.settings.webhook_attempts)
+        for wait_s in retry.tries():
             try:
                 resp = await self._http.post(url, json=body)
                 self.log.append((job_id, resp.status_code))
@@ -43,9 +44,9 @@ class WebhookSender:
                     return
             except httpx.HTTPError as exc:
                 self.log.append((job_id, type(exc).__name__))
-            if attempt + 1 < attempts:
-                await asyncio.sleep(self.settings.webhook_retry_delay_s)
-        log.warning("webhook for job %s to %s failed after %d attempts", job_id, url, attempts)
+            if wait_s is not None:
+                await asyncio.sleep(wait_s)
+        log.warning("webhook for job %s to %s failed after %d attempts", job_id, url, self.settings.webhook_attempts)
 
     async def close(self) -> None:
         for task in list(self._tasks):
