@@ -17,13 +17,15 @@ demo: setup
 	$(BIN)/gpuserve simulate scenarios/quickstart.yaml --out out/quickstart
 
 test: setup
-	$(BIN)/ruff check gpuserve tests bench
-	$(BIN)/mypy gpuserve
+	$(BIN)/ruff check gpuserve tests bench sim
+	$(BIN)/mypy --strict gpuserve
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: setup
-	$(BIN)/ruff check gpuserve tests bench
-	$(BIN)/mypy gpuserve
+	$(BIN)/ruff check gpuserve tests bench sim
+	$(BIN)/mypy --strict gpuserve
+	$(BIN)/lint-imports
 
 docker-setup:
 	bash scripts/docker-setup.sh

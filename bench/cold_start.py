@@ -26,16 +26,15 @@ from typing import Any
 
 import httpx
 
-from gpuserve.backends.base import Deployment
 from gpuserve.backends.docker import DockerBackend, docker_client, managed_containers
 from gpuserve.backends.docker_images import BASE_IMAGE, ensure_worker_image
 from gpuserve.backends.process import ProcessBackend
 from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
-from gpuserve.server.runtime import Endpoint, Runtime
-from gpuserve.server.serve import ServerThread
-from gpuserve.server.settings import ServerSettings
-from gpuserve.server.workers import WorkerRegistry
-from gpuserve.store.sqlite import SqliteJobStore
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import WorkerRegistry
+from gpuserve.live.runtime import Endpoint
+from gpuserve.live.settings import ServerSettings
+from gpuserve.platform import Platform
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDLER = """
@@ -69,17 +68,14 @@ def _until(predicate: Callable[[], bool], what: str, timeout_s: float = 60.0) ->
         time.sleep(0.01)
 
 
-def _serve(make_backend: Callable[[str, WorkerRegistry], Any], dep: Deployment, data: Path) -> tuple[ServerThread, Any]:
-    holder: dict[str, Any] = {}
-    registry = WorkerRegistry()
-
-    def runtime_for(url: str) -> Runtime:
-        holder["backend"] = make_backend(url, registry)
-        store = SqliteJobStore(data / f"{dep.endpoint_id}.sqlite3", now_s=time.time())
-        return Runtime([Endpoint(dep)], store, registry, backend=holder["backend"], settings=SETTINGS)
-
-    server = ServerThread(runtime_for).start()
-    return server, holder["backend"]
+def _serve(make_backend: Callable[[str, WorkerRegistry], Any], dep: Deployment, data: Path) -> tuple[Platform, Any]:
+    platform = Platform(
+        [Endpoint(dep)],
+        data_dir=data / dep.endpoint_id,
+        backend=lambda registry, url, _settings, _clock, _data: make_backend(url, registry),
+        settings=SETTINGS,
+    ).start()
+    return platform, platform.backend
 
 
 def _runsync(http: httpx.Client, endpoint_id: str) -> tuple[str, float]:
@@ -103,19 +99,8 @@ def bench_process(repeats: int, tmp: Path) -> list[dict[str, Any]]:
         for _ in range(repeats + 1):  # the first one warms the page cache and is dropped
             wid, e2e_s = _runsync(http, "proc")
             _until(lambda: not backend.workers("proc"), "process worker stopped")
-            _until(lambda w=wid: backend.cold_start(w) and backend.cold_start(w).get("spawn_to_first_take_s"), "record")
-            rec = backend.cold_start(wid)
-            init = [rec.get("process_to_sdk_import_s"), rec.get("sdk_import_to_start_s")]
-            rows.append(
-                {
-                    "create_s": None,
-                    "start_s": rec.get("spawn_to_process_s"),
-                    "runtime_init_s": sum(init) if None not in init else None,
-                    "first_take_s": rec.get("start_to_first_take_s"),
-                    "total_s": rec.get("spawn_to_first_take_s"),
-                    "e2e_s": e2e_s,
-                }
-            )
+            _until(lambda w=wid: (r := backend.cold_start(w)) is not None and r.total_s is not None, "record")
+            rows.append({**backend.cold_start(wid).as_dict(), "e2e_s": e2e_s})
     finally:
         server.stop()
     return rows[1:]

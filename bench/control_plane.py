@@ -12,6 +12,10 @@ What runs, all on this machine:
   submission until a freshly spawned worker process took the job.
 - `--repeat N` runs both N times, alternating, and reports each figure's median (the host may be
   shared: single runs move with its load), with the 1-minute load average before and after each run.
+- server CPU per job: the gpuserve server process's own CPU time (user + system, from /proc, worker
+  processes not included) over the sequential and the throughput runs, divided by their jobs.
+- `--baseline PATH` also runs the gpuserve checkout at PATH (e.g. a `git worktree` of an earlier
+  commit) in the same alternation, as a third column: before-and-after figures from one run.
 """
 
 from __future__ import annotations
@@ -74,6 +78,12 @@ def wait_http(url: str, timeout_s: float = 60.0, headers: dict[str, str] | None 
     raise RuntimeError(f"{url} did not come up")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (all its threads, not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
@@ -134,7 +144,8 @@ def throughput(base: str, path: str, jobs: int, clients: int, headers: dict[str,
     return asyncio.run(_throughput(base, path, jobs, clients, headers))
 
 
-def run_gpuserve(args: argparse.Namespace, work: Path) -> dict[str, object]:
+def run_gpuserve(args: argparse.Namespace, work: Path, root: Path = ROOT) -> dict[str, object]:
+    work.mkdir(parents=True, exist_ok=True)
     (work / "handler.py").write_text(HANDLER_GPUSERVE)
     port = free_port()
     (work / "endpoints.yaml").write_text(
@@ -163,7 +174,9 @@ def run_gpuserve(args: argparse.Namespace, work: Path) -> dict[str, object]:
          "--data-dir", str(work / "data"), "--log-level", "warning"],
         stdout=subprocess.DEVNULL,
         stderr=open(work / "server.log", "wb"),
-        cwd=ROOT,
+        cwd=root,
+        # The server and the workers it spawns import gpuserve from `root`, not from the install.
+        env={**os.environ, "PYTHONPATH": str(root)},
     )
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {KEY}"}
@@ -175,9 +188,19 @@ def run_gpuserve(args: argparse.Namespace, work: Path) -> dict[str, object]:
                 raise RuntimeError("workers did not become ready")
             time.sleep(0.1)
         cold = httpx.post(f"{base}/v2/cold/runsync", json={"input": {"i": 0}}, headers=headers, timeout=60).json()
+        cpu0 = cpu_s(server.pid)
         seq = sequential(base, "/v2/echo/runsync", args.seq, headers)
+        cpu1 = cpu_s(server.pid)
         tput = throughput(base, "/v2/echo/runsync", args.jobs, args.clients, headers)
-        return {**seq, "jobs_per_s": tput, "cold_start_to_first_job_ms": cold.get("delayTime")}
+        cpu2 = cpu_s(server.pid)
+        # The sequential run also makes 50 warm-up calls; the throughput run `clients` warm-up calls.
+        return {
+            **seq,
+            "jobs_per_s": tput,
+            "cold_start_to_first_job_ms": cold.get("delayTime"),
+            "server_cpu_ms_per_job_seq": (cpu1 - cpu0) * 1000 / (args.seq + 50),
+            "server_cpu_ms_per_job_tput": (cpu2 - cpu1) * 1000 / (args.jobs + args.clients),
+        }
     finally:
         server.terminate()
         try:
@@ -221,21 +244,32 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="gpuserve worker processes")
     ap.add_argument("--concurrency", type=int, default=1, help="jobs each gpuserve worker runs at once (batch takes)")
     ap.add_argument("--repeat", type=int, default=1, help="run both this many times, alternating; report medians")
+    ap.add_argument("--baseline", type=Path, default=None, help="another gpuserve checkout to run in the same alternation")
     args = ap.parse_args()
     runs_ours: list[dict[str, object]] = []
     runs_theirs: list[dict[str, object]] = []
+    runs_base: list[dict[str, object]] = []
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="gpuserve-bench-") as tmp:
             work = Path(tmp)
             load_before = os.getloadavg()[0]
             runs_ours.append(run_gpuserve(args, work))
             runs_theirs.append(run_runpod(args, work))
+            if args.baseline is not None:
+                runs_base.append(run_gpuserve(args, work / "baseline", args.baseline.resolve()))
             load_after = os.getloadavg()[0]
         o, t = runs_ours[-1], runs_theirs[-1]
         print(
             f"run {i + 1}/{args.repeat}: load {load_before:.2f} -> {load_after:.2f}; gpuserve p50 {o['p50_ms']:.2f} "
             f"p99 {o['p99_ms']:.2f} ms {o['jobs_per_s']:.0f} jobs/s cold {o['cold_start_to_first_job_ms']} ms; "
-            f"runpod local p50 {t['p50_ms']:.2f} p99 {t['p99_ms']:.2f} ms {t['jobs_per_s']:.0f} jobs/s",
+            f"server CPU {o['server_cpu_ms_per_job_seq']:.3f}/{o['server_cpu_ms_per_job_tput']:.3f} ms/job; "
+            f"runpod local p50 {t['p50_ms']:.2f} p99 {t['p99_ms']:.2f} ms {t['jobs_per_s']:.0f} jobs/s"
+            + (
+                f"; baseline p50 {runs_base[-1]['p50_ms']:.2f} ms {runs_base[-1]['jobs_per_s']:.0f} jobs/s "
+                f"server CPU {runs_base[-1]['server_cpu_ms_per_job_seq']:.3f}/{runs_base[-1]['server_cpu_ms_per_job_tput']:.3f} ms/job"
+                if runs_base
+                else ""
+            ),
             flush=True,
         )
     ours = _medians(runs_ours)
@@ -254,8 +288,18 @@ def main() -> None:
         f"taken until the worker's result arrived {ours.get('execution_p50_ms')} ms"
     )
     print(f"gpuserve process worker, cold start to first job: {ours.get('cold_start_to_first_job_ms')} ms (delayTime)")
-    print(json.dumps({"gpuserve": ours, "runpod_local": theirs, "args": vars(args),
-                      "runs": {"gpuserve": runs_ours, "runpod_local": runs_theirs}}))
+    print(
+        f"gpuserve server CPU per job: {float(ours['server_cpu_ms_per_job_seq']):.3f} ms sequential, "  # type: ignore[arg-type]
+        f"{float(ours['server_cpu_ms_per_job_tput']):.3f} ms under {args.clients} clients"  # type: ignore[arg-type]
+    )
+    base = _medians(runs_base) if runs_base else {}
+    if base:
+        print(f"{'baseline ' + str(args.baseline):34}{'this':>12}{'baseline':>14}{'ratio':>8}")
+        for label, key in [*rows, ("server CPU ms/job, sequential", "server_cpu_ms_per_job_seq"), ("server CPU ms/job, throughput", "server_cpu_ms_per_job_tput")]:
+            a, b = float(ours[key]), float(base[key])  # type: ignore[arg-type]
+            print(f"{label:34}{a:12.3f}{b:14.3f}{a / b:8.2f}")
+    print(json.dumps({"gpuserve": ours, "runpod_local": theirs, "baseline": base, "args": vars(args) | {"baseline": str(args.baseline)},
+                      "runs": {"gpuserve": runs_ours, "runpod_local": runs_theirs, "baseline": runs_base}}))
 
 
 def _medians(runs: list[dict[str, object]]) -> dict[str, object]:

@@ -7,7 +7,9 @@
 #      (no bridge, no iptables: the engine creates no private-range network; containers use host networking)
 #   3. gpuserve/base:bookworm   debootstrap minbase + python3 -> `docker import` (no registry is reachable)
 #   4. gpuserve/worker:latest   FROM the base, gpuserve's worker SDK + httpx installed offline from wheels
-#                               made on this host; rebuilt only when gpuserve's sources change
+#                               made on this host; rebuilt only when gpuserve's sources change (the hash
+#                               and the build context come from gpuserve.backends.docker_images, the
+#                               same code `gpuserve build` runs)
 # Environment: DOCKER_WAIT_S (default 60), DOCKERD_LOG (default /tmp/gpuserve-dockerd.log), PYTHON (host python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,8 +69,9 @@ else
     log "$BASE_IMAGE built"
 fi
 
-# 4. worker image: rebuilt when gpuserve's sources (or this recipe) change.
-src_hash=$(cat pyproject.toml docker/worker/Dockerfile $(find gpuserve -name '*.py' | LC_ALL=C sort) | sha256sum | cut -c1-16)
+# 4. worker image: rebuilt when gpuserve's sources (or its recipe, package data of gpuserve) change.
+images() { PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m gpuserve.backends.docker_images "$@"; }
+src_hash=$(images hash)
 have_hash=$(docker image inspect -f '{{index .Config.Labels "gpuserve.source_hash"}}' "$WORKER_IMAGE" 2>/dev/null || true)
 if [[ "$have_hash" == "$src_hash" ]]; then
     log "$WORKER_IMAGE up to date ($src_hash), reused"
@@ -76,11 +79,7 @@ else
     ctx=$(mktemp -d /tmp/gpuserve-worker-ctx.XXXXXX)
     trap 'rm -rf "$ctx"' EXIT
     log "building $WORKER_IMAGE (sources $src_hash)"
-    mkdir -p "$ctx/wheels"
-    "$PYTHON" -m pip wheel -q --no-deps -w "$ctx/wheels" . >/dev/null
-    "$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp \
-        --platform manylinux2014_x86_64 -d "$ctx/wheels" httpx >/dev/null
-    cp docker/worker/Dockerfile "$ctx/Dockerfile"
+    images context "$ctx" >/dev/null
     DOCKER_BUILDKIT=0 docker build -q --label "gpuserve.source_hash=$src_hash" -t "$WORKER_IMAGE" "$ctx" >/dev/null
     rm -rf "$ctx"
     trap - EXIT

@@ -19,28 +19,25 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
+from gpuserve.experiments import load_scenario, run_scenario
+from gpuserve.fidelity.calibrate import calibrate, load_overheads, overhead_overrides, write_profile
+from gpuserve.fidelity.compare import WITHIN_ONE_TARGET, compare_dirs
+from gpuserve.fidelity.replay import replay
+from gpuserve.sim.billing import BillingModel
+from gpuserve.sim.coldstart import ColdStartProfile
+from gpuserve.sim.engine import SimConfig, SimEndpoint, Simulation
+from gpuserve.sim.plots import plot_run
+from gpuserve.sim.service import Exponential
+from gpuserve.sim.workload import Poisson
+
+# The checkout this study lives in: it reads scenarios/ and bench/, and writes out/fidelity/ and FIDELITY.md.
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gpuserve.config.scenario import load_scenario  # noqa: E402
-from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec  # noqa: E402
-from gpuserve.fidelity.calibrate import calibrate, load_overheads, overhead_overrides, write_profile  # noqa: E402
-from gpuserve.fidelity.compare import WITHIN_ONE_TARGET, compare_dirs  # noqa: E402
-from gpuserve.fidelity.replay import replay  # noqa: E402
-from gpuserve.sim.billing import BillingModel  # noqa: E402
-from gpuserve.sim.coldstart import ColdStartProfile  # noqa: E402
-from gpuserve.sim.engine import SimConfig, SimEndpoint, Simulation  # noqa: E402
-from gpuserve.sim.plots import plot_run  # noqa: E402
-from gpuserve.sim.service import Exponential  # noqa: E402
-from gpuserve.sim.sweep import run_scenario  # noqa: E402
-from gpuserve.sim.workload import Poisson  # noqa: E402
-
 SCENARIOS = ("steady", "bursty", "diurnal")
 OUT = ROOT / "out" / "fidelity"
 
@@ -85,6 +82,7 @@ def section_erlang(quick: bool) -> str:
 
 
 def section_simfaas(quick: bool) -> str:
+    # bench/ holds scripts, not a package: load the benchmark by its file, so this section runs its very scenario.
     spec = importlib.util.spec_from_file_location("sim_throughput", ROOT / "bench" / "sim_throughput.py")
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)

@@ -25,23 +25,37 @@ removes everything else in its namespace: nothing leaks, nothing runs twice.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from gpuserve.backends.base import Deployment, worker_env
+try:  # the docker extra; without it the module still imports, and docker_client() says what is missing
+    import docker as docker_sdk
+    from docker.errors import NotFound
+    from docker.models.containers import Container
+    from docker.models.volumes import Volume
+    from docker.types import DeviceRequest
+except ImportError:
+    _SDK_MISSING: str | None = "the docker SDK is not installed: pip install 'gpuserve[docker]'"
+else:
+    _SDK_MISSING = None
+
+from gpuserve.backends.base import worker_env
+from gpuserve.core.backoff import Backoff
 from gpuserve.core.errors import ConfigError, NotFoundError
+from gpuserve.core.startup import ColdStartRecord, StartKind, StartReport
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
 from gpuserve.gpu import GpuStats, HostInventory, inventory
-from gpuserve.server.workers import WorkerRegistry, hash_token
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import WorkerRegistry
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -55,6 +69,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("gpuserve.docker")
+COLD_STARTS_KEPT = 1000  # start records kept for calibrate and the benchmarks, newest last
 
 MANAGED = "gpuserve.managed"
 NAMESPACE = "gpuserve.namespace"
@@ -65,7 +80,6 @@ VOLUME_MOUNT = "/runpod-volume"  # Runpod's network-volume path, so handlers wri
 HANDLER_MOUNT = "/app"
 
 FlashMode = Literal["pause", "stop"]
-StartKind = Literal["cold", "flash_unpause", "flash_start"]
 Phase = Literal["pending", "throttled", "up", "retiring", "outdated", "retained", "gone"]
 HIDDEN: frozenset[str] = frozenset({"retiring", "retained", "gone"})
 
@@ -74,20 +88,12 @@ class DockerUnavailableError(RuntimeError):
     """No Docker engine answers (not installed, not started, or no permission on its socket)."""
 
 
-def _sdk() -> Any:
-    # Imported by name at run time: the repository's docker/ folder (Dockerfiles) would
-    # otherwise shadow the docker SDK for the type checker.
-    try:
-        return importlib.import_module("docker")
-    except ImportError:
-        raise DockerUnavailableError("the docker SDK is not installed: pip install 'gpuserve[docker]'") from None
-
-
-def docker_client(timeout_s: float = 60.0) -> Any:
+def docker_client(timeout_s: float = 60.0) -> docker_sdk.DockerClient:
     """A connected docker SDK client, or DockerUnavailableError saying why not."""
-    sdk = _sdk()
+    if _SDK_MISSING is not None:
+        raise DockerUnavailableError(_SDK_MISSING)
     try:
-        client = sdk.from_env(timeout=int(timeout_s))
+        client = docker_sdk.from_env(timeout=int(timeout_s))
         client.ping()
     except Exception as exc:
         raise DockerUnavailableError(
@@ -96,44 +102,21 @@ def docker_client(timeout_s: float = 60.0) -> Any:
     return client
 
 
-def _label_filter(namespace: str | None) -> dict[str, list[str]]:
+def _label_filter(namespace: str | None) -> dict[str, str | list[str] | bool]:
     labels = [f"{MANAGED}=true"]
     if namespace is not None:
         labels.append(f"{NAMESPACE}={namespace}")
     return {"label": labels}
 
 
-def managed_containers(client: Any, namespace: str | None = None) -> list[Any]:
+def managed_containers(client: docker_sdk.DockerClient, namespace: str | None = None) -> list[Container]:
     """Every container (any state) carrying gpuserve's labels, optionally of one namespace."""
     # ignore_removed: a container removed between the listing and its inspection is simply gone.
     return list(client.containers.list(all=True, filters=_label_filter(namespace), ignore_removed=True))
 
 
-def managed_volumes(client: Any, namespace: str | None = None) -> list[Any]:
+def managed_volumes(client: docker_sdk.DockerClient, namespace: str | None = None) -> list[Volume]:
     return list(client.volumes.list(filters=_label_filter(namespace)))
-
-
-@dataclass
-class ColdStartRecord:
-    """How one worker came up: cold (create + start) or flash boot (unpause or start), phase by phase.
-
-    Phases in seconds; None where a phase did not happen (no create on a revival) or could
-    not be seen (runtime init needs gpuserve's SDK, which writes its start-up instants).
-    """
-
-    worker_id: str
-    endpoint_id: str
-    kind: StartKind
-    requested_wall_s: float
-    create_s: float | None = None
-    start_s: float | None = None  # `docker start`, or `docker unpause` for a paused revival
-    runtime_init_s: float | None = None  # start returned -> the SDK's start() called (imports, model load)
-    first_take_s: float | None = None  # -> the first job-take reached the server
-    total_s: float | None = None  # requested -> ready (first job-take, and the container running)
-    gpu_ids: tuple[int, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -161,9 +144,9 @@ class _Endpoint:
     next_start_not_before_s: float = 0.0
 
 
-def _crash_backoff_s(streak: int) -> float:
-    """0.5, 1, 2, 4 ... capped at 30 s: a worker that dies on start must not spin the host."""
-    return 0.0 if streak <= 0 else min(30.0, 0.5 * 2 ** (streak - 1))
+# A worker that dies on start must not spin the host: its endpoint's next start waits 0.5, 1, 2,
+# 4 ... s after 1, 2, 3, 4 ... crashes in a row, capped at 30 s (reached after 7).
+CRASH_BACKOFF = Backoff(0.5, factor=2.0, max_s=30.0)
 
 
 class DockerBackend:
@@ -174,7 +157,7 @@ class DockerBackend:
         server_url: str,
         registry: WorkerRegistry,
         *,
-        client: Any | None = None,
+        client: docker_sdk.DockerClient | None = None,
         namespace: str = "default",
         flash_mode: FlashMode = "pause",
         retention_s: float = 60.0,
@@ -218,13 +201,14 @@ class DockerBackend:
         self._workers: dict[str, _Worker] = {}
         self._created_volumes: set[str] = set()
         self._gone_logs: dict[str, str] = {}
-        self.cold_starts: list[ColdStartRecord] = []
+        # Bounded like the process backend's: a long-lived server starts workers without end.
+        self.cold_starts: deque[ColdStartRecord] = deque(maxlen=COLD_STARTS_KEPT)
         self._seq = 0
         self._closed = False
         self._last_telemetry_s = 0.0
         # Containers left by an earlier server in this namespace: adopted when their endpoint is
         # configured with the same version, removed otherwise (or after the grace period).
-        self._orphans: dict[str, Any] = {c.id: c for c in managed_containers(self.client, namespace)}
+        self._orphans: dict[str, Container] = {c.id: c for c in managed_containers(self.client, namespace) if c.id}
         self._orphan_deadline_s = self._now() + orphan_grace_s
         if self._orphans:
             log.info("found %d container(s) of an earlier run in namespace %r", len(self._orphans), namespace)
@@ -312,6 +296,14 @@ class DockerBackend:
             if w is not None and w.phase in ("up", "pending"):
                 w.phase = "outdated"
                 self.registry.set_draining(worker_id, True)
+
+    def cold_start(self, worker_id: str) -> ColdStartRecord | None:
+        """The newest start record of a worker, or None: its start in progress (phases so far), else its last one."""
+        with self._lock:
+            w = self._workers.get(worker_id)
+            if w is not None and w.record is not None:
+                return w.record
+            return next((c for c in reversed(self.cold_starts) if c.worker_id == worker_id), None)
 
     def logs(self, worker_id: str, tail_lines: int = 200) -> str:
         with self._lock:
@@ -407,10 +399,9 @@ class DockerBackend:
 
     def ensure_volume(self, name: str) -> None:
         """Create a Docker volume (a network volume's stand-in) unless it exists; shutdown removes it."""
-        sdk = _sdk()
         try:
             self.client.volumes.get(name)
-        except sdk.errors.NotFound:
+        except NotFound:
             self.client.volumes.create(name=name, labels={MANAGED: "true", NAMESPACE: self.namespace})
             with self._lock:
                 self._created_volumes.add(name)
@@ -470,9 +461,7 @@ class DockerBackend:
                 return
             now = self._now()
             w.gpu_ids, w.version, w.phase = got, dep.version, "pending"
-            live = self.registry.get(w.worker_id)
-            if live is not None:
-                live.gpu_ids = got
+            self.registry.set_gpus(w.worker_id, got)
             self.registry.set_state(w.worker_id, WorkerState.INITIALIZING, now)
             w.record = ColdStartRecord(w.worker_id, w.endpoint_id, "cold", now, gpu_ids=got)
         self._submit(w, lambda w: self._cold_start(w, 0.0), "cold start after throttling")
@@ -532,7 +521,7 @@ class DockerBackend:
             kwargs["mem_limit"] = f"{dep.memory_limit_mib}m"
         if w.gpu_ids:
             kwargs["device_requests"] = [
-                _sdk().types.DeviceRequest(
+                DeviceRequest(
                     driver="nvidia", device_ids=[str(i) for i in w.gpu_ids], capabilities=[["gpu"]]
                 )
             ]
@@ -563,8 +552,8 @@ class DockerBackend:
             self._crashed(w, f"start failed: {exc}")
             return
         t2 = self._now()
-        w.record.create_s, w.record.start_s = t1 - t0, t2 - t1
         with self._lock:
+            w.record = replace(w.record, create_s=t1 - t0, start_s=t2 - t1)
             w.started_wall_s = t2
             if w.phase == "pending":
                 w.phase = "up"
@@ -638,20 +627,13 @@ class DockerBackend:
                 self._submit(w, self._remove_container, "its GPUs went to another worker")
                 return False
         if not w.paused:  # a fresh process: a fresh registry entry (see _park)
-            self.registry.add(w.worker_id, w.endpoint_id, now, dep.spec.concurrency_per_worker, w.version, w.gpu_ids)
-        live = self.registry.get(w.worker_id)
-        if live is None:  # removed by someone else: cannot be revived under its token
-            self._submit(w, self._remove_container, "no longer registered")
-            return False
+            self.registry.add(w.worker_id, w.endpoint_id, now, dep.spec.concurrency_per_worker, w.version, w.gpu_ids, token=w.token)
         # Back to a fresh start in the registry: INITIALIZING until its next job-take, heard from now
         # (a paused process misses heartbeats), and no longer draining.
-        live.first_take_s = None
-        live.last_seen_s = now
-        live.created_s = now
-        live.capacity = dep.spec.concurrency_per_worker
-        live.token_hash = hash_token(w.token)
-        self.registry.set_state(w.worker_id, WorkerState.INITIALIZING, now)
-        self.registry.set_draining(w.worker_id, False)
+        if not self.registry.revive(w.worker_id, now, dep.spec.concurrency_per_worker, w.token):
+            # removed by someone else: cannot be revived under its token
+            self._submit(w, self._remove_container, "no longer registered")
+            return False
         kind: StartKind = "flash_unpause" if w.paused else "flash_start"
         w.record = ColdStartRecord(w.worker_id, w.endpoint_id, kind, now, gpu_ids=w.gpu_ids)
         w.phase = "pending"
@@ -669,8 +651,8 @@ class DockerBackend:
         else:
             container.start()
         t1 = self._now()
-        w.record.start_s = t1 - t0
         with self._lock:
+            w.record = replace(w.record, start_s=t1 - t0)
             w.paused = False
             w.started_wall_s = t1
             if w.phase == "pending":
@@ -714,7 +696,7 @@ class DockerBackend:
             entry = self._endpoints.get(w.endpoint_id)
             if entry is not None and w.phase in ("pending", "up"):
                 entry.crash_streak += 1
-                entry.next_start_not_before_s = self._now() + _crash_backoff_s(entry.crash_streak)
+                entry.next_start_not_before_s = self._now() + CRASH_BACKOFF.delay_s(entry.crash_streak)
         if w.container_id is not None:
             try:
                 container = self.client.containers.get(w.container_id)
@@ -743,7 +725,7 @@ class DockerBackend:
         except Exception as exc:
             log.warning("docker: listing containers failed: %s", exc)
             return
-        states = {c.id: str(c.attrs.get("State", "")) for c in listing}
+        states = {c.id: str(c.attrs.get("State", "")) for c in listing if c.id}
         with self._lock:
             self._states, self._states_at_s = states, t0
 
@@ -759,15 +741,22 @@ class DockerBackend:
             if entry is not None:
                 entry.crash_streak = 0
         ready_s = max(live.first_take_s, w.started_wall_s)
-        sdk = self._read_cold_start_file(w.worker_id) if rec.kind != "flash_unpause" else None
-        start_called = sdk.get("start_called_wall_s") if sdk else None
-        if isinstance(start_called, float) and start_called >= w.started_wall_s - 0.05:
-            rec.runtime_init_s = max(0.0, start_called - w.started_wall_s)
-            rec.first_take_s = max(0.0, live.first_take_s - start_called)
+        # A paused process does not start again, so it writes no new report.
+        report = self._read_report(w.worker_id) if rec.kind != "flash_unpause" else None
+        # A report older than this start (a revived stopped container left its first one) says nothing.
+        if report is not None and report.start_called_wall_s >= w.started_wall_s - 0.05:
+            start_called = report.start_called_wall_s
+            rec = replace(
+                rec,
+                runtime_init_s=max(0.0, start_called - w.started_wall_s),
+                first_take_s=max(0.0, live.first_take_s - start_called),
+            )
         else:
-            rec.first_take_s = max(0.0, live.first_take_s - w.started_wall_s)
-        rec.total_s = ready_s - rec.requested_wall_s
-        self.cold_starts.append(rec)
+            rec = replace(rec, first_take_s=max(0.0, live.first_take_s - w.started_wall_s))
+        rec = replace(rec, total_s=ready_s - rec.requested_wall_s)
+        with self._lock:
+            w.record = rec
+            self.cold_starts.append(rec)
         log.info(
             "worker %s ready (%s): create %s start %s init %s first-take %s total %.3f s",
             w.worker_id,
@@ -779,20 +768,20 @@ class DockerBackend:
             rec.total_s,
         )
 
-    def _read_cold_start_file(self, worker_id: str) -> dict[str, Any] | None:
+    def _read_report(self, worker_id: str) -> StartReport | None:
+        """The start-up report the worker's SDK wrote into the state folder mounted at COLD_START_DIR."""
         try:
-            data: dict[str, Any] = json.loads((self.state_dir / "coldstart" / f"{worker_id}.json").read_text())
+            return StartReport.from_json(json.loads((self.state_dir / "coldstart" / f"{worker_id}.json").read_text()))
         except (OSError, ValueError):
             return None
-        return data
 
     # -- adoption after a restart ----------------------------------------------------------------
 
     def _adopt(self, dep: Deployment) -> None:
         """Take over this endpoint's running containers of the same version; remove its others."""
-        mine = [c for c in self._orphans.values() if c.labels.get("gpuserve.endpoint") == dep.endpoint_id]
-        for c in mine:
-            del self._orphans[c.id]
+        mine = {cid: c for cid, c in self._orphans.items() if c.labels.get("gpuserve.endpoint") == dep.endpoint_id}
+        for cid, c in mine.items():
+            del self._orphans[cid]
             worker_id = c.labels.get("gpuserve.worker", "")
             env = dict(item.split("=", 1) for item in c.attrs.get("Config", {}).get("Env") or [] if "=" in item)
             token = env.get("RUNPOD_AI_API_KEY", "")
@@ -809,10 +798,8 @@ class DockerBackend:
                 self._track(self._pool.submit(_force_remove, c))
                 continue
             now = self._now()
-            self.registry.add(worker_id, dep.endpoint_id, now, dep.spec.concurrency_per_worker, dep.version, gpu_ids)
-            live = self.registry.get(worker_id)
-            if live is not None:
-                live.token_hash = hash_token(token)  # the container keeps polling with the token it was given
+            # The container keeps polling with the token it was given.
+            self.registry.add(worker_id, dep.endpoint_id, now, dep.spec.concurrency_per_worker, dep.version, gpu_ids, token=token)
             w = _Worker(worker_id, dep.endpoint_id, dep.version, token, "up", gpu_ids, c.id)
             w.started_wall_s = now
             self._workers[worker_id] = w
@@ -884,7 +871,7 @@ def _validate(dep: Deployment) -> None:
         raise ConfigError("model_path", dep.model_path, "must name a Docker volume for model_source 'volume'")
 
 
-def _force_remove(container: Any) -> None:
+def _force_remove(container: Container) -> None:
     try:
         container.remove(force=True)
     except Exception as exc:
@@ -896,7 +883,7 @@ def _fmt(value: float | None) -> str:
 
 
 def docker_backend_factory(**options: Any) -> Callable[..., DockerBackend]:
-    """A BackendFactory for `gpuserve.server.serve.runtime_from_config`.
+    """A BackendFactory for `gpuserve.platform.Platform`.
 
     (registry, server_url, settings, clock, data_dir) -> DockerBackend; `options` are
     DockerBackend's keyword arguments (namespace, flash_mode, retention_s, ...).

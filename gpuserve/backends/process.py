@@ -26,14 +26,17 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from gpuserve.backends.base import Deployment, worker_env
+from gpuserve.backends.base import worker_env
+from gpuserve.core.backoff import Backoff
 from gpuserve.core.errors import BackendError, ConfigError, NotFoundError
+from gpuserve.core.startup import ColdStartRecord, StartReport
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
-from gpuserve.server.workers import WorkerRegistry
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import WorkerRegistry
 
 __all__ = ["ProcessBackend", "crash_backoff_s"]
 
@@ -41,6 +44,9 @@ log = logging.getLogger("gpuserve.backends.process")
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
+# A handler that fails at import would otherwise respawn as fast as Python starts (about 20 per
+# second); doubling from 1 s reaches the 60 s cap after 7 crashes in a row.
+CRASH_BACKOFF = Backoff(BACKOFF_BASE_S, factor=2.0, max_s=BACKOFF_CAP_S)
 HEALTHY_LIFETIME_S = 60.0  # a worker that crashes after living this long resets the back-off
 UNHEALTHY_LINGER_S = 30.0  # keep a crashed worker visible (health, `gpuserve endpoints`) this long
 COLD_STARTS_KEPT = 1000
@@ -48,9 +54,7 @@ COLD_STARTS_KEPT = 1000
 
 def crash_backoff_s(streak: int) -> float:
     """Delay before the next spawn after `streak` consecutive crashes: 0, 1, 2, 4, ... 60 s."""
-    if streak <= 0:
-        return 0.0
-    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (streak - 1)))
+    return CRASH_BACKOFF.delay_s(streak)
 
 
 @dataclass
@@ -70,7 +74,7 @@ class _Proc:
     kill_at_s: float | None = None
     exited_s: float | None = None
     exit_code: int | None = None
-    cold_start: dict[str, Any] = field(default_factory=dict)
+    report: StartReport | None = None  # the worker's own start-up report, once it wrote one
 
 
 @dataclass
@@ -105,7 +109,7 @@ class ProcessBackend:
         self._endpoints: dict[str, _EndpointState] = {}
         self._procs: dict[str, _Proc] = {}
         self._log_paths: dict[str, Path] = {}  # kept after a worker is gone, for `gpuserve logs`
-        self.cold_starts: deque[dict[str, Any]] = deque(maxlen=COLD_STARTS_KEPT)
+        self.cold_starts: deque[ColdStartRecord] = deque(maxlen=COLD_STARTS_KEPT)  # of workers that exited
 
     # -- LiveBackend ----------------------------------------------------------------------------
 
@@ -221,12 +225,12 @@ class ProcessBackend:
 
     # -- extras -----------------------------------------------------------------------------------
 
-    def cold_start(self, worker_id: str) -> dict[str, Any] | None:
-        """Start-up phases of one worker: spawn -> process start -> SDK import -> start() -> first take."""
+    def cold_start(self, worker_id: str) -> ColdStartRecord | None:
+        """Start-up phases of one worker: spawn -> process start -> start() -> first take (so far, while it starts)."""
         with self._lock:
             p = self._procs.get(worker_id)
             if p is None:
-                return next((c for c in reversed(self.cold_starts) if c["worker_id"] == worker_id), None)
+                return next((c for c in reversed(self.cold_starts) if c.worker_id == worker_id), None)
             self._read_cold_start(p)
             return self._cold_start_record(p)
 
@@ -374,30 +378,20 @@ class ProcessBackend:
             return ""
 
     def _read_cold_start(self, p: _Proc) -> None:
-        if p.cold_start or not p.cold_start_path.is_file():
+        if p.report is not None or not p.cold_start_path.is_file():
             return
         try:
-            p.cold_start = json.loads(p.cold_start_path.read_text())
+            p.report = StartReport.from_json(json.loads(p.cold_start_path.read_text()))
         except (OSError, ValueError):
-            p.cold_start = {}
+            p.report = None  # read again at the next poll
 
-    def _cold_start_record(self, p: _Proc) -> dict[str, Any]:
+    def _cold_start_record(self, p: _Proc) -> ColdStartRecord:
         live = self.registry.get(p.worker_id)
         first_take_s = live.first_take_s if live is not None else None
-        record: dict[str, Any] = {
-            "worker_id": p.worker_id,
-            "endpoint_id": p.endpoint_id,
-            "spawn_s": p.spawn_s,
-            "first_take_s": first_take_s,
-            # The server's view: spawn (backend clock) -> first job-take seen by the worker API.
-            "spawn_to_first_take_s": None if first_take_s is None else round(first_take_s - p.spawn_s, 4),
-        }
-        worker = p.cold_start
-        for key in ("spawn_to_process_s", "process_to_sdk_import_s", "sdk_import_to_start_s", "start_to_first_take_s"):
-            record[key] = worker.get(key)
-        if record["spawn_to_first_take_s"] is None:
-            record["spawn_to_first_take_s"] = worker.get("spawn_to_first_take_s")
-        return record
+        # The total is the server's view when it has one: spawn (backend clock) -> the first
+        # job-take seen by the worker API; else the worker's own, from its report.
+        total_s = None if first_take_s is None else round(first_take_s - p.spawn_s, 4)
+        return ColdStartRecord.from_report(p.worker_id, p.endpoint_id, p.spawn_s, p.report, total_s=total_s)
 
 
 def _check_sdk_importable(python: str, sdk: str) -> None:

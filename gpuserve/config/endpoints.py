@@ -29,11 +29,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gpuserve.backends.base import Deployment
 from gpuserve.config.common import EndpointFields, endpoint_spec
 from gpuserve.core.errors import ConfigError
 from gpuserve.core.types import EndpointSpec
-from gpuserve.server.workers import hash_token
+from gpuserve.live.auth import hash_token
+from gpuserve.live.deployment import Deployment
 
 __all__ = ["LoadedEndpoint", "ServeConfig", "ServerSection", "hash_key", "load_endpoints", "parse_endpoints"]
 

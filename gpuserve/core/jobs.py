@@ -1,4 +1,4 @@
-"""The job state machine, with Runpod's status names and a transition check that rejects illegal moves.
+"""The job state machine, with Runpod's status names and a transition check that rejects illegal moves; the /status body.
 
     IN_QUEUE ──take──> IN_PROGRESS ──done──> COMPLETED | FAILED
         │                  │  └──timeout──> TIMED_OUT
@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from gpuserve.core.errors import IllegalTransitionError
 
-__all__ = ["TERMINAL_STATUSES", "JobStatus", "can_transition", "transition"]
+__all__ = ["TERMINAL_STATUSES", "JobStatus", "can_transition", "status_body", "transition"]
 
 
 class JobStatus(StrEnum):
@@ -65,3 +66,39 @@ def transition(source: JobStatus, target: JobStatus) -> JobStatus:
     if not can_transition(source, target):
         raise IllegalTransitionError("job", source.value, target.value)
     return target
+
+
+def status_body(
+    job_id: str,
+    status: JobStatus,
+    *,
+    created_s: float,
+    started_s: float | None,
+    completed_s: float | None,
+    worker_id: str | None,
+    output: Any,
+    has_output: bool,
+    error: str | None,
+    retries: int = 0,
+) -> dict[str, Any]:
+    """The /status body of Runpod's API from a job's fields: times in ms, output, error when it failed.
+
+    Times are seconds on one clock (any epoch). `delayTime` appears once the job has started
+    and `executionTime` once it has ended; a job created at 10.0 s, started at 10.5 s and
+    completed at 12.25 s reads delayTime 500 and executionTime 1750.
+    """
+    body: dict[str, Any] = {"id": job_id, "status": status.value}
+    if started_s is not None:
+        body["delayTime"] = max(0, round((started_s - created_s) * 1000))
+        if completed_s is not None:
+            body["executionTime"] = max(0, round((completed_s - started_s) * 1000))
+        if worker_id is not None:
+            body["workerId"] = worker_id
+    # A COMPLETED job always shows `output`, null included (the SDK reads it); others only once set.
+    if has_output or status is JobStatus.COMPLETED:
+        body["output"] = output
+    if error is not None:
+        body["error"] = error
+    if retries:
+        body["retries"] = retries
+    return body

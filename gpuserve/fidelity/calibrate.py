@@ -28,15 +28,14 @@ import httpx
 import numpy as np
 import yaml
 
-from gpuserve.backends.base import Deployment
 from gpuserve.core.errors import GpuserveError
 from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
-from gpuserve.fidelity.recorder import RecordingRegistry
-from gpuserve.fidelity.replay import API_KEY, REPLAY_SETTINGS, WORKER_SCRIPT, make_backend, stop_quietly
-from gpuserve.server.runtime import Endpoint, Runtime
-from gpuserve.server.serve import ServerThread
-from gpuserve.server.workers import hash_token
-from gpuserve.store.sqlite import SqliteJobStore
+from gpuserve.fidelity.replay import API_KEY, REPLAY_SETTINGS, WORKER_SCRIPT, make_backend
+from gpuserve.live.auth import hash_token
+from gpuserve.live.backend import LiveBackend
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.runtime import Endpoint
+from gpuserve.platform import Platform
 
 __all__ = ["Calibration", "calibrate", "load_overheads", "overhead_overrides", "profile_dict", "write_profile"]
 
@@ -100,26 +99,19 @@ def calibrate(backend: BackendName = "process", repeats: int = 7, work_dir: Path
     handler = worker_dir / WORKER_SCRIPT.name
     shutil.copyfile(WORKER_SCRIPT, handler)
     cal = Calibration(backend, repeats)
-    registry = RecordingRegistry()
     deployments = [
         Deployment(spec=_spec("cold", 0, 0.05), handler_path=str(handler), sdk="gpuserve"),
         Deployment(spec=_spec("warm", 1, 3600.0), handler_path=str(handler), sdk="gpuserve"),
     ]
-    holder: dict[str, Any] = {}
-
-    def runtime_for(url: str) -> Runtime:
-        inner = make_backend(backend, url, registry, work, REPLAY_SETTINGS)
-        holder["backend"] = inner
-        store = SqliteJobStore(work / "jobs.sqlite3", now_s=time.time())
-        holder["store"] = store
-        endpoints = [Endpoint(d, frozenset({hash_token(API_KEY)})) for d in deployments]
-        return Runtime(endpoints, store, registry, backend=inner, settings=REPLAY_SETTINGS)
-
-    server = ServerThread(runtime_for)
-    server.start()
+    server = Platform(
+        [Endpoint(d, frozenset({hash_token(API_KEY)})) for d in deployments],
+        data_dir=work,
+        backend=make_backend(backend, work),
+        settings=REPLAY_SETTINGS,
+    ).start()
+    registry, store, inner = server.registry, server.store, server.backend
+    assert inner is not None
     try:
-        store: SqliteJobStore = holder["store"]
-        inner = holder["backend"]
         with httpx.Client(base_url=f"{server.url}/v2", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60) as http:
 
             def run(eid: str, service_s: float) -> Any:
@@ -150,7 +142,7 @@ def calibrate(backend: BackendName = "process", repeats: int = 7, work_dir: Path
                 if isinstance(done_wall, float):
                     cal.samples.setdefault("post_only_s", []).append(job.completed_s - done_wall)
     finally:
-        stop_quietly(server)
+        server.stop(quiet=True)
         if work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     if not cal.samples.get("platform_start_s"):
@@ -158,34 +150,14 @@ def calibrate(backend: BackendName = "process", repeats: int = 7, work_dir: Path
     return cal
 
 
-def _cold_phases(backend: Any, worker_id: str | None) -> dict[str, float]:
-    """One worker's start-up phases from the backend's own records."""
-    if worker_id is None:
-        return {}
-    record: dict[str, Any] | None = None
-    if hasattr(backend, "cold_start") and callable(backend.cold_start):
-        record = backend.cold_start(worker_id)
-    if record is None:
-        for rec in reversed(list(getattr(backend, "cold_starts", []))):
-            d = rec if isinstance(rec, dict) else rec.as_dict()
-            if d.get("worker_id") == worker_id:
-                record = d
-                break
+def _cold_phases(backend: LiveBackend, worker_id: str | None) -> dict[str, float]:
+    """One worker's start-up phases from the backend's own record, plus its total as platform_start_s."""
+    record = backend.cold_start(worker_id) if worker_id is not None else None
     if record is None:
         return {}
-    out: dict[str, float] = {}
-    if "spawn_to_first_take_s" in record:  # process backend
-        keys = ("spawn_to_process_s", "process_to_sdk_import_s", "sdk_import_to_start_s", "start_to_first_take_s")
-        total = record.get("spawn_to_first_take_s")
-    else:  # docker backend
-        keys = ("create_s", "start_s", "runtime_init_s", "first_take_s")
-        total = record.get("total_s")
-    for key in keys:
-        value = record.get(key)
-        if isinstance(value, int | float):
-            out[key] = float(value)
-    if isinstance(total, int | float):
-        out["platform_start_s"] = float(total)
+    out = record.phases()
+    if record.total_s is not None:
+        out["platform_start_s"] = record.total_s
     return out
 
 

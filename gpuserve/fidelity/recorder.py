@@ -1,8 +1,8 @@
-"""Exact per-worker state transitions of a live run: a recording WorkerRegistry and a backend wrapper.
+"""Exact per-worker state transitions of a live run: a recorder of registry changes and a backend wrapper.
 
 The registry is the one table of live worker states (the worker API and the backends write
-it), so a subclass that notes every change of state sees each transition at the instant it
-happens, with no sampling. The backend wrapper notes spawns and stops (a stopped worker leaves
+it) and announces every change under its lock, so a recorder subscribed to it sees each
+transition at the instant it happens, in order, with no sampling. The backend wrapper notes spawns and stops (a stopped worker leaves
 the controller's view at once, as a retired simulated worker does) and writes each new
 worker's cold-start time for the synthetic worker to read.
 """
@@ -14,14 +14,15 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from gpuserve.backends.base import Deployment, LiveBackend
+from gpuserve.core.startup import ColdStartRecord
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
-from gpuserve.server.workers import WorkerRegistry
+from gpuserve.live.backend import LiveBackend
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import Change, LiveWorker, WorkerRegistry
 from gpuserve.sim.coldstart import StageTimes
 
-__all__ = ["RecordingBackend", "RecordingRegistry", "WorkerTrace"]
+__all__ = ["RecordingBackend", "WorkerRecorder", "WorkerTrace"]
 
 
 @dataclass
@@ -55,57 +56,35 @@ class WorkerTrace:
             self.retired_s = now_s
 
 
-class RecordingRegistry(WorkerRegistry):
-    """A WorkerRegistry that also keeps a WorkerTrace per worker."""
+class WorkerRecorder:
+    """Keeps a WorkerTrace per worker, fed by the registry's change announcements (`attach`)."""
 
     def __init__(self, job_created_s: Callable[[str], float | None] | None = None) -> None:
-        super().__init__()
         self.traces: dict[str, WorkerTrace] = {}
         self.min_workers: dict[str, int] = {}
         self._rec_lock = threading.RLock()
         self.job_created_s = job_created_s
 
-    def _note(self, worker_id: str, now_s: float | None) -> None:
-        w = self.get(worker_id)
-        t = self.traces.get(worker_id)
-        if w is None or t is None or now_s is None:
-            return
-        if w.state is not t.state:
-            t.move(w.state, now_s)
-        if t.first_take_s is None and w.first_take_s is not None:
-            t.first_take_s = w.first_take_s
+    def attach(self, registry: WorkerRegistry) -> WorkerRecorder:
+        registry.subscribe(self._on_change)
+        return self
 
-    def add(
-        self,
-        worker_id: str,
-        endpoint_id: str,
-        now_s: float,
-        capacity: int = 1,
-        spec_version: str = "",
-        gpu_ids: tuple[int, ...] = (),
-    ) -> str:
+    def _on_change(self, w: LiveWorker, change: Change, now_s: float | None, job_ids: tuple[str, ...]) -> None:
         with self._rec_lock:
-            token = super().add(worker_id, endpoint_id, now_s, capacity, spec_version, gpu_ids)
-            if worker_id not in self.traces:
-                alive_active = sum(
-                    1 for t in self.traces.values() if t.endpoint_id == endpoint_id and t.active and t.retired_s is None
-                )
-                self.traces[worker_id] = WorkerTrace(
-                    worker_id,
-                    endpoint_id,
-                    len(self.traces),
-                    created_s=now_s,
-                    active=alive_active < self.min_workers.get(endpoint_id, 0),
-                    since_s=now_s,
-                )
-            return token
-
-    def on_take(self, worker_id: str, job_ids: list[str], now_s: float) -> None:
-        with self._rec_lock:
-            super().on_take(worker_id, job_ids, now_s)
-            self._note(worker_id, now_s)
-            t = self.traces.get(worker_id)
-            if t is not None and job_ids:
+            if change is Change.ADDED:
+                assert now_s is not None
+                self._added(w, now_s)
+                return
+            if change is Change.REMOVED or now_s is None:
+                return
+            t = self.traces.get(w.worker_id)
+            if t is None:
+                return
+            if w.state is not t.state:
+                t.move(w.state, now_s)
+            if t.first_take_s is None and w.first_take_s is not None:
+                t.first_take_s = w.first_take_s
+            if change is Change.TOOK and job_ids:
                 t.takes += 1
                 if t.takes == 1 and t.first_take_s is not None and self.job_created_s is not None:
                     # Cold, as in the simulator: jobs already waiting when the worker became ready.
@@ -114,20 +93,20 @@ class RecordingRegistry(WorkerRegistry):
                         if created is not None and created < t.first_take_s:
                             t.cold_jobs.add(job_id)
 
-    def on_job_end(self, worker_id: str, job_id: str, now_s: float) -> None:
-        with self._rec_lock:
-            super().on_job_end(worker_id, job_id, now_s)
-            self._note(worker_id, now_s)
-
-    def set_state(self, worker_id: str, state: WorkerState, now_s: float | None = None) -> None:
-        with self._rec_lock:
-            super().set_state(worker_id, state, now_s)
-            self._note(worker_id, now_s)
-
-    def remove(self, worker_id: str) -> Any:
-        with self._rec_lock:
-            gone = super().remove(worker_id)
-            return gone
+    def _added(self, w: LiveWorker, now_s: float) -> None:
+        if w.worker_id in self.traces:  # a respawn or revival under the same id: one life goes on
+            return
+        alive_active = sum(
+            1 for t in self.traces.values() if t.endpoint_id == w.endpoint_id and t.active and t.retired_s is None
+        )
+        self.traces[w.worker_id] = WorkerTrace(
+            w.worker_id,
+            w.endpoint_id,
+            len(self.traces),
+            created_s=now_s,
+            active=alive_active < self.min_workers.get(w.endpoint_id, 0),
+            since_s=now_s,
+        )
 
     def retire(self, worker_id: str, now_s: float) -> WorkerTrace | None:
         """The controller stopped it: its life (and its counted time) ends now, as in the simulator."""
@@ -158,23 +137,25 @@ class RecordingBackend:
     def __init__(
         self,
         inner: LiveBackend,
-        registry: RecordingRegistry,
+        recorder: WorkerRecorder,
         plan_dir: Path,
         start_stages: Callable[[str, float], StageTimes],
         init_s: Callable[[StageTimes], float],
         on_retire: Callable[[str, float, bool], None],
     ) -> None:
         self.inner = inner
-        self.registry = registry
+        self.recorder = recorder
         self.plan_dir = plan_dir
         self._start_stages = start_stages
         self._init_s = init_s
         self._on_retire = on_retire
         self.applied: list[tuple[float, str, int, tuple[str, ...]]] = []
 
-    def __getattr__(self, name: str) -> Any:
-        # recycle, cold_start, process_id ...: whatever else the server asks of the real backend.
-        return getattr(self.inner, name)
+    def recycle(self, worker_id: str) -> None:
+        self.inner.recycle(worker_id)
+
+    def cold_start(self, worker_id: str) -> ColdStartRecord | None:
+        return self.inner.cold_start(worker_id)
 
     def workers(self, endpoint_id: str) -> Sequence[WorkerView]:
         return self.inner.workers(endpoint_id)
@@ -195,12 +176,12 @@ class RecordingBackend:
         eid = endpoint.endpoint_id
         self.applied.append((now_s, eid, action.start, action.stop))
         for worker_id in action.stop:
-            t = self.registry.retire(worker_id, now_s)
+            t = self.recorder.retire(worker_id, now_s)
             if t is not None:
                 self._on_retire(eid, now_s, t.first_take_s is not None)
-        before = set(self.registry.traces)
+        before = set(self.recorder.traces)
         self.inner.apply(endpoint, action, now_s)
-        for worker_id, t in list(self.registry.traces.items()):
+        for worker_id, t in list(self.recorder.traces.items()):
             if worker_id in before:
                 continue
             t.stages = self._start_stages(eid, now_s)

@@ -15,7 +15,6 @@ simulator can include them (see FIDELITY.md).
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import subprocess
 import sys
@@ -29,20 +28,23 @@ from typing import Any, Literal
 
 import numpy as np
 
-from gpuserve.backends.base import Deployment, LiveBackend
 from gpuserve.config.scenario import Scenario
+from gpuserve.core.clock import Clock
 from gpuserve.core.errors import ConfigError, GpuserveError
 from gpuserve.fidelity.plan import ColdStartLedger, JobPlan, job_plan, scale_spec
-from gpuserve.fidelity.recorder import RecordingBackend, RecordingRegistry
-from gpuserve.server.runtime import Endpoint, Runtime
-from gpuserve.server.serve import ServerThread
-from gpuserve.server.settings import ServerSettings
-from gpuserve.server.workers import hash_token
+from gpuserve.fidelity.recorder import RecordingBackend, WorkerRecorder
+from gpuserve.live.auth import hash_token
+from gpuserve.live.backend import LiveBackend
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import WorkerRegistry
+from gpuserve.live.runtime import Endpoint
+from gpuserve.live.settings import ServerSettings
+from gpuserve.platform import BackendFactory, Platform
 from gpuserve.sim.engine import JOB_STATUSES, STATE_CODES, RawRecords
 from gpuserve.sim.records import SimResult, build_result
-from gpuserve.store.sqlite import SqliteJobStore
+from gpuserve.store.base import JobStore
 
-__all__ = ["REPLAY_SETTINGS", "ReplayRun", "make_backend", "replay", "stop_quietly"]
+__all__ = ["REPLAY_SETTINGS", "ReplayRun", "make_backend", "replay"]
 
 BackendName = Literal["process", "docker"]
 Mode = Literal["sleep", "busy"]
@@ -81,17 +83,6 @@ class ReplayRun:
         return paths
 
 
-def stop_quietly(server: ServerThread) -> None:
-    """Stop the server; the long polls its shutdown cuts short are expected, not errors worth a traceback."""
-    logger = logging.getLogger("uvicorn.error")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        server.stop()
-    finally:
-        logger.setLevel(level)
-
-
 def _check(scenario: Scenario) -> list[str]:
     notes = []
     cfg = scenario.config
@@ -107,9 +98,16 @@ def _check(scenario: Scenario) -> list[str]:
     return notes
 
 
-def make_backend(
-    name: BackendName, url: str, registry: RecordingRegistry, work: Path, settings: ServerSettings
-) -> LiveBackend:
+def make_backend(name: BackendName, work: Path) -> BackendFactory:
+    """The replay's backend: fast stops, its own logs and (Docker) namespace under the work folder."""
+
+    def make(registry: WorkerRegistry, url: str, settings: ServerSettings, clock: Clock, data_dir: Path) -> LiveBackend:
+        return _backend(name, url, registry, work, settings)
+
+    return make
+
+
+def _backend(name: BackendName, url: str, registry: WorkerRegistry, work: Path, settings: ServerSettings) -> LiveBackend:
     ping_ms = int(settings.heartbeat_interval_s * 1000)
     if name == "process":
         from gpuserve.backends.process import ProcessBackend
@@ -175,33 +173,36 @@ def replay(
         )
         for ep in cfg.endpoints
     ]
-    registry = RecordingRegistry()
+    recorder = WorkerRecorder()
     for ep in cfg.endpoints:
-        registry.min_workers[ep.spec.endpoint_id] = ep.spec.scaling.min_workers
-    holder: dict[str, Any] = {}
+        recorder.min_workers[ep.spec.endpoint_id] = ep.spec.scaling.min_workers
 
-    def runtime_for(url: str) -> Runtime:
-        inner = make_backend(backend, url, registry, work, settings)
-        wrapped = RecordingBackend(
+    def recording(inner: LiveBackend) -> LiveBackend:
+        return RecordingBackend(
             inner,
-            registry,
+            recorder,
             plans,
             start_stages=lambda eid, now: ledgers[eid].start(scen(now)),
             # The platform pays its own start-up for real; the worker sleeps only the modelled stages.
             init_s=lambda stages: (stages.total_s - stages.platform_start_s) / k,
             on_retire=lambda eid, now, ready: ledgers[eid].retire(scen(now), ready),
         )
-        store = SqliteJobStore(work / "jobs.sqlite3", now_s=time.time())
-        holder["store"] = store
-        holder["backend"] = inner
 
-        def created(job_id: str) -> float | None:
-            job = store.get(job_id)
-            return None if job is None else job.created_s
+    server = Platform(
+        [Endpoint(d, frozenset({hash_token(API_KEY)})) for d in deployments],
+        data_dir=work,
+        backend=make_backend(backend, work),
+        settings=settings,
+        wrap_backend=recording,
+    )
+    recorder.attach(server.registry)
+    store = server.store
 
-        registry.job_created_s = created
-        endpoints = [Endpoint(d, frozenset({hash_token(API_KEY)})) for d in deployments]
-        return Runtime(endpoints, store, registry, backend=wrapped, settings=settings)
+    def created(job_id: str) -> float | None:
+        job = store.get(job_id)
+        return None if job is None else job.created_s
+
+    recorder.job_created_s = created
 
     plan_path = work / "client_plan.json"
     sent_path = work / "client_sent.jsonl"
@@ -228,7 +229,6 @@ def replay(
     if client.stdout.readline().strip() != "ready":  # the client's imports must not eat into its schedule
         client.wait(10)
         raise GpuserveError(f"the replay client did not start:\n{(work / 'client.log').read_text()[-2000:]}")
-    server = ServerThread(runtime_for)
     try:
         clock_origin["t0"] = time.time()
         server.start()
@@ -241,16 +241,17 @@ def replay(
         t0 = clock_origin["t0"]
         horizon_wall = t0 + cfg.duration_s / k
         deadline_wall = t0 + (cfg.duration_s + cfg.drain_limit_s) / k
-        store: SqliteJobStore = holder["store"]
         sent = _wait_for_client(client, sent_path, len(plan), deadline_wall, work, progress, t0, k, cfg.duration_s)
         end_wall = _wait_for_jobs(store, sent, horizon_wall, deadline_wall, progress, t0, k, cfg.duration_s)
-        registry.close_all(end_wall)
+        recorder.close_all(end_wall)
         jobs = {rec["job_id"]: store.get(rec["job_id"]) for rec in sent}
-        raw, extra = _raw_records(scenario, plan, sent, jobs, registry, end_wall, scen, t0)
+        raw, extra = _raw_records(scenario, plan, sent, jobs, recorder, end_wall, scen, t0)
     finally:
-        stop_quietly(server)
+        server.stop(quiet=True)
         if client.poll() is None:
             client.kill()
+    assert isinstance(server.backend, RecordingBackend)
+    applied = server.backend.applied
     result = build_result(raw)
     result.jobs["scheduled_arrival_s"] = extra["scheduled_s"]
     result.jobs["service_planned_s"] = extra["service_s"]
@@ -264,7 +265,7 @@ def replay(
         "client_lag_p50_ms": float(np.percentile(extra["lag_s"], 50) * 1000) if len(sent) else None,
         "client_lag_p99_ms": float(np.percentile(extra["lag_s"], 99) * 1000) if len(sent) else None,
         "failed_jobs": extra["failed"],
-        "scale_actions": [[round((t - clock_origin["t0"]) * k, 3), e, s, list(st)] for t, e, s, st in getattr(server.runtime.backend, "applied", [])],
+        "scale_actions": [[round((t - clock_origin["t0"]) * k, 3), e, s, list(st)] for t, e, s, st in applied],
         "notes": _check(scenario),
         "work_dir": str(work),
     }
@@ -300,7 +301,7 @@ def _wait_for_client(
 
 
 def _wait_for_jobs(
-    store: SqliteJobStore,
+    store: JobStore,
     sent: list[dict[str, Any]],
     horizon_wall: float,
     deadline_wall: float,
@@ -334,13 +335,13 @@ def _raw_records(
     plan: JobPlan,
     sent: list[dict[str, Any]],
     jobs: dict[str, Any],
-    registry: RecordingRegistry,
+    recorder: WorkerRecorder,
     end_wall: float,
     scen: Callable[[float], float],
     t0: float,
 ) -> tuple[RawRecords, dict[str, Any]]:
     cfg = scenario.config
-    traces = sorted(registry.traces.values(), key=lambda t: t.index)
+    traces = sorted(recorder.traces.values(), key=lambda t: t.index)
     index_of = {t.worker_id: t.index for t in traces}
     cold_jobs = set().union(*(t.cold_jobs for t in traces)) if traces else set()
     end_s = scen(end_wall)

@@ -1,1 +1,1 @@
-"""The live control plane: Runpod-compatible client API, worker API, and the live worker registry."""
+"""HTTP only: the Runpod-compatible client API, the worker API and the operator API over a live Runtime."""

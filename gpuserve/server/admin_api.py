@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gpuserve.core.errors import ConfigError
+from gpuserve.live.runtime import Endpoint, Runtime
 from gpuserve.server.http import ApiError, client_auth, endpoint_or_404, json_response, runtime_of
-from gpuserve.server.runtime import Endpoint, Runtime
 
 __all__ = ["router"]
 

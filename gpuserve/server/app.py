@@ -10,9 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
+from gpuserve.live.runtime import Runtime
 from gpuserve.server import admin_api, client_api, worker_api
 from gpuserve.server.http import ApiError, json_response
-from gpuserve.server.runtime import Runtime
 
 __all__ = ["create_app"]
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from gpuserve.core.errors import IllegalTransitionError, NotFoundError
 from gpuserve.core.jobs import JobStatus
+from gpuserve.live.runtime import Endpoint, Runtime
 from gpuserve.server.http import (
     ApiError,
     client_auth,
@@ -20,18 +21,18 @@ from gpuserve.server.http import (
     read_body,
     runtime_of,
 )
-from gpuserve.server.runtime import Endpoint, Runtime
+from gpuserve.server.limits import (
+    DEFAULT_RUNSYNC_WAIT_MS,
+    EXECUTION_TIMEOUT_MS,
+    POLICY_RANGES_MS,
+    RUNSYNC_WAIT_MS,
+    TTL_MS,
+)
 from gpuserve.store.base import Job
 
 __all__ = ["JobRequest", "parse_job_request", "router"]
 
 router = APIRouter(prefix="/v2/{endpoint_id}", tags=["client"])
-
-# Runpod's policy ranges, in ms: executionTimeout 5 s..7 d, ttl 10 s..7 d.
-_WEEK_MS = 7 * 24 * 3600 * 1000
-_POLICY_RANGES_MS = {"executionTimeout": (5_000, _WEEK_MS), "ttl": (10_000, _WEEK_MS)}
-_WAIT_MS = (1_000, 300_000)
-_DEFAULT_WAIT_MS = 90_000
 
 
 class StatusBody(BaseModel):
@@ -74,8 +75,12 @@ _JOB_REQUEST_SCHEMA: dict[str, Any] = {
                         "policy": {
                             "type": "object",
                             "properties": {
-                                "executionTimeout": {"type": "integer", "minimum": 5000, "maximum": _WEEK_MS},
-                                "ttl": {"type": "integer", "minimum": 10000, "maximum": _WEEK_MS},
+                                "executionTimeout": {
+                                    "type": "integer",
+                                    "minimum": EXECUTION_TIMEOUT_MS[0],
+                                    "maximum": EXECUTION_TIMEOUT_MS[1],
+                                },
+                                "ttl": {"type": "integer", "minimum": TTL_MS[0], "maximum": TTL_MS[1]},
                                 "lowPriority": {"type": "boolean"},
                             },
                         },
@@ -119,8 +124,8 @@ def parse_job_request(data: Any, ep: Endpoint, default_ttl_s: float) -> JobReque
         if not isinstance(policy, dict):
             raise ApiError(422, f"policy must be a JSON object, was {policy!r:.100}")
         for key, value in policy.items():
-            if key in _POLICY_RANGES_MS:
-                lo, hi = _POLICY_RANGES_MS[key]
+            if key in POLICY_RANGES_MS:
+                lo, hi = POLICY_RANGES_MS[key]
                 if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
                     raise ApiError(422, f"policy.{key} must be a number of ms in [{lo}, {hi}], was {value!r}")
             elif key == "lowPriority":
@@ -181,10 +186,10 @@ async def run(request: Request, endpoint_id: str) -> Response:
     summary="Queue a job and wait up to ?wait ms for its result; always returns the id",
 )
 async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -> Response:
-    if wait is not None and not _WAIT_MS[0] <= wait <= _WAIT_MS[1]:
-        raise ApiError(422, f"wait must be in [{_WAIT_MS[0]}, {_WAIT_MS[1]}] ms, was {wait}")
+    if wait is not None and not RUNSYNC_WAIT_MS[0] <= wait <= RUNSYNC_WAIT_MS[1]:
+        raise ApiError(422, f"wait must be in [{RUNSYNC_WAIT_MS[0]}, {RUNSYNC_WAIT_MS[1]}] ms, was {wait}")
     rt, job = await _submit(request, endpoint_id, sync=True)
-    await rt.wait_done(job.id, (wait or _DEFAULT_WAIT_MS) / 1000.0)
+    await rt.wait_done(job.id, (wait or DEFAULT_RUNSYNC_WAIT_MS) / 1000.0)
     current = rt.store.get(job.id)
     if current is None:
         raise ApiError(404, f"job {job.id!r} was deleted before it ended (ttl expired or queue purged)")

@@ -6,6 +6,10 @@ receiver's side of TCP too, and on a small host those calls were a third of the 
 under load. The transport wrapper here keeps what is written during one turn of the event loop
 and hands it to the real transport in one write at the end of the turn; closing flushes first,
 so nothing is reordered or lost.
+
+HttpToolsProtocol is private to uvicorn, so pyproject.toml caps uvicorn's version and
+tests/server/test_corked.py checks what this module relies on (the class, connection_made's
+signature, self.loop, the transport methods uvicorn calls) on the installed release.
 """
 
 from __future__ import annotations

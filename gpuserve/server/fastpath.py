@@ -2,21 +2,24 @@
 
 Every job costs three requests (runsync or run, job-take, job-done) and, on a small host, FastAPI's
 middleware stack and parameter resolution cost more CPU than the work itself. The same handler
-functions run either way, so behaviour is identical; everything else (docs, operator routes, rare
-client routes, lifespan) goes to the FastAPI app.
+functions run either way, and the fast path takes a request only when it would resolve it exactly
+as FastAPI does: anything unusual (an empty path segment, a query value that is not a plain
+integer where one is expected) goes to the FastAPI app, which answers it, errors included.
+Everything else (docs, operator routes, rare client routes, lifespan) goes to the FastAPI app too.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from gpuserve.server import client_api, worker_api
-from gpuserve.server.http import ApiError, json_response
+from gpuserve.server.http import ApiError
 
 __all__ = ["FastPath"]
 
@@ -24,35 +27,38 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+# The integers pydantic reads the same way as int() does; anything else ("1.0", "+5", " 5",
+# "", "abc") goes to FastAPI, which accepts or refuses it with its own message.
+_PLAIN_INT = re.compile(r"-?[0-9]{1,18}")
 
-def _query(scope: Scope) -> dict[str, list[str]]:
+
+class _ToFastApi(Exception):
+    """The request is one the fast path does not resolve itself; FastAPI answers it."""
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    """The query as Starlette's QueryParams reads it: latin-1, blank values kept, the last value wins."""
     raw: bytes = scope["query_string"]
     if not raw:
         return {}
-    text = raw.decode()
-    if "%" in text or "+" in text or ";" in text:
-        return parse_qs(text)
-    query: dict[str, list[str]] = {}
-    for pair in text.split("&"):  # the SDKs' plain `k=v&k=v`, without parse_qs's general machinery
-        key, sep, value = pair.partition("=")
-        if sep and value:  # parse_qs drops blank values too
-            query.setdefault(key, []).append(value)
+    text = raw.decode("latin-1")
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text, keep_blank_values=True))
+    query: dict[str, str] = {}
+    for pair in text.split("&"):  # the SDKs' plain `k=v&k=v`, without parse_qsl's unquoting
+        if pair:  # parse_qsl skips empty pairs (`a=1&&b=2`) and reads `k` as `k=`
+            key, _, value = pair.partition("=")
+            query[key] = value
     return query
 
 
-def _int_param(query: dict[str, list[str]], name: str) -> int | None:
-    values = query.get(name)
-    if not values:
+def _int_param(query: dict[str, str], name: str) -> int | None:
+    value = query.get(name)
+    if value is None:
         return None
-    try:
-        return int(values[-1])
-    except ValueError:
-        raise ApiError(422, f"{name} must be an integer, was {values[-1]!r}") from None
-
-
-def _str_param(query: dict[str, list[str]], name: str) -> str | None:
-    values = query.get(name)
-    return values[-1] if values else None
+    if not _PLAIN_INT.fullmatch(value):
+        raise _ToFastApi(name)
+    return int(value)
 
 
 class FastPath:
@@ -64,22 +70,40 @@ class FastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             parts = scope["path"].split("/")
-            if len(parts) >= 4 and parts[1] == "v2":
-                response = await self._route(scope, receive, parts)
-                if response is not None:
+            # A `{param}` of a FastAPI route matches one or more characters, so a path with an
+            # empty segment (`/v2//run`) is not a route there: FastAPI answers its 404.
+            if len(parts) >= 4 and parts[1] == "v2" and all(parts[2:]):
+                try:
+                    call = self._route(scope, parts)
+                except _ToFastApi:
+                    call = None
+                if call is not None:
+                    response = await self._answer(scope, receive, call)
                     await response(scope, receive, send)  # type: ignore[arg-type]
                     return
         await self.app(scope, receive, send)  # type: ignore[arg-type]
 
-    async def _route(self, scope: Scope, receive: Receive, parts: list[str]) -> Response | None:
+    async def _answer(self, scope: Scope, receive: Receive, call: Callable[[Request], Awaitable[Response]]) -> Response:
+        scope["app"] = self.app  # what request.app (and so the runtime) resolves to
+        request = Request(scope, receive)
+        try:
+            return await call(request)
+        except ApiError as exc:
+            # The app's own handler, so an error reads the same on both paths.
+            answer = self.app.exception_handlers[ApiError](request, exc)
+            return await answer if isinstance(answer, Awaitable) else answer
+
+    def _route(self, scope: Scope, parts: list[str]) -> Callable[[Request], Awaitable[Response]] | None:
+        """The handler call for a hot route, its query already read; None for any other request."""
         method, n, ep, op = scope["method"], len(parts), parts[2], parts[3]
-        call: Callable[[Request], Awaitable[Response]] | None = None
         if n == 4 and method == "POST" and op == "run":
             def call(r: Request) -> Awaitable[Response]:
                 return client_api.run(r, ep)
         elif n == 4 and method == "POST" and op == "runsync":
+            wait = _int_param(_query(scope), "wait")
+
             def call(r: Request) -> Awaitable[Response]:
-                return client_api.runsync(r, ep, _int_param(_query(scope), "wait"))
+                return client_api.runsync(r, ep, wait)
         elif n == 5 and op == "status" and method in ("GET", "POST"):
             def call(r: Request) -> Awaitable[Response]:
                 return client_api.status(r, ep, parts[4])
@@ -87,30 +111,28 @@ class FastPath:
             def call(r: Request) -> Awaitable[Response]:
                 return worker_api.job_take(r, ep, parts[4])
         elif n == 5 and method == "GET" and op == "job-take-batch":
+            size = _int_param(_query(scope), "batch_size")
+
             def call(r: Request) -> Awaitable[Response]:
-                size = _int_param(_query(scope), "batch_size")
                 return worker_api.job_take_batch(r, ep, parts[4], 1 if size is None else size)
         elif n == 6 and method == "POST" and op == "job-done":
+            take = _int_param(_query(scope), "gpuserve_take")
+
             def call(r: Request) -> Awaitable[Response]:
-                take = _int_param(_query(scope), "gpuserve_take")
-                return worker_api.job_done(r, ep, parts[4], parts[5], take or 0)
+                return worker_api.job_done(r, ep, parts[4], parts[5], 0 if take is None else take)
         elif n == 6 and method == "POST" and op == "job-stream":
             def call(r: Request) -> Awaitable[Response]:
                 return worker_api.job_stream(r, ep, parts[4], parts[5])
         elif n == 5 and method == "GET" and op == "ping":
+            q = _query(scope)
+
             def call(r: Request) -> Awaitable[Response]:
-                q = _query(scope)
                 return worker_api.ping(
-                    r, ep, parts[4], _str_param(q, "job_id"), _str_param(q, "status"),
-                    _str_param(q, "check"), _str_param(q, "reason"),
+                    r, ep, parts[4], q.get("job_id"), q.get("status"), q.get("check"), q.get("reason")
                 )
         elif n == 5 and method == "GET" and op == "job-stop":
             def call(r: Request) -> Awaitable[Response]:
                 return worker_api.job_stop(r, ep, parts[4])
-        if call is None:
+        else:
             return None
-        scope["app"] = self.app  # what request.app (and so the runtime) resolves to
-        try:
-            return await call(Request(scope, receive))
-        except ApiError as exc:
-            return json_response({"error": exc.message}, exc.status_code)
+        return call

@@ -10,8 +10,10 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
-from gpuserve.server.runtime import Endpoint, Runtime
-from gpuserve.server.workers import LiveWorker, hash_token
+from gpuserve.live.auth import hash_token
+from gpuserve.live.registry import LiveWorker
+from gpuserve.live.runtime import Endpoint, Runtime
+from gpuserve.live.settings import MIB
 
 __all__ = ["ApiError", "client_auth", "endpoint_or_404", "json_response", "read_body", "worker_auth"]
 
@@ -95,7 +97,7 @@ async def read_body(request: Request, limit_bytes: int, route: str) -> bytes:
 
 
 def _too_big(limit_bytes: int, route: str) -> ApiError:
-    return ApiError(413, f"request body exceeds the {limit_bytes // (1024 * 1024)} MB limit of /{route}")
+    return ApiError(413, f"request body exceeds the {limit_bytes // MIB} MB limit of /{route}")
 
 
 def parse_json(raw: bytes, what: str = "body") -> Any:

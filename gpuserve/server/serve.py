@@ -1,4 +1,4 @@
-"""Running the server: build a Runtime from endpoints.yaml, bind a socket, run uvicorn (in the foreground or a thread)."""
+"""Serving HTTP: bind a socket, run uvicorn over a runtime's app (in the foreground or a thread), drain on shutdown."""
 
 from __future__ import annotations
 
@@ -6,35 +6,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from gpuserve.backends.base import LiveBackend
-from gpuserve.config.endpoints import ServeConfig
-from gpuserve.core.clock import Clock
-from gpuserve.core.errors import BackendError, ConfigError
+from gpuserve.live.runtime import Runtime
 from gpuserve.server.app import create_app
 from gpuserve.server.corked import CorkedHttpToolsProtocol
 from gpuserve.server.fastpath import FastPath
-from gpuserve.server.runtime import Endpoint, Runtime
-from gpuserve.server.settings import ServerSettings
-from gpuserve.server.workers import WorkerRegistry
-from gpuserve.store.sqlite import SqliteJobStore
-from gpuserve.wallclock import WallClock
 
-__all__ = [
-    "BackendFactory",
-    "GracefulServer",
-    "ServerThread",
-    "backend_factory",
-    "bind_socket",
-    "default_backend",
-    "runtime_from_config", "uvicorn_config"]
-
-# (registry, server_url, settings, clock, data_dir) -> backend
-BackendFactory = Callable[[WorkerRegistry, str, ServerSettings, Clock, Path], LiveBackend]
+__all__ = ["GracefulServer", "ServerThread", "bind_socket", "url_of", "uvicorn_config"]
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -54,68 +35,6 @@ def url_of(sock: socket.socket) -> str:
     if host in ("0.0.0.0", "[::]"):
         host = "127.0.0.1"
     return f"http://{host}:{port}"
-
-
-def default_backend(
-    registry: WorkerRegistry, server_url: str, settings: ServerSettings, clock: Clock, data_dir: Path
-) -> LiveBackend:
-    """The embedded default: local worker processes."""
-    try:
-        from gpuserve.backends.process import ProcessBackend
-    except ImportError as exc:  # pragma: no cover - the package ships it
-        raise BackendError(f"the process backend is not available ({exc})") from None
-    return ProcessBackend(
-        server_url,
-        registry,
-        logs_dir=data_dir / "logs",
-        ping_interval_ms=int(settings.heartbeat_interval_s * 1000),
-        clock=clock,
-    )
-
-
-def backend_factory(name: str) -> BackendFactory:
-    """The BackendFactory for a `--backend` name: `process` (the default) or `docker`."""
-    if name == "process":
-        return default_backend
-    if name == "docker":
-        try:
-            from gpuserve.backends.docker import docker_backend_factory
-        except ImportError as exc:
-            raise BackendError(f"the docker backend needs the docker extra: pip install 'gpuserve[docker]' ({exc})") from None
-        return docker_backend_factory()
-    raise ConfigError("--backend", name, "must be 'process' or 'docker'")
-
-
-def runtime_from_config(
-    config: ServeConfig,
-    *,
-    server_url: str,
-    data_dir: Path | None = None,
-    settings: ServerSettings | None = None,
-    backend_factory: BackendFactory | None = default_backend,
-    clock: Clock | None = None,
-    registry: WorkerRegistry | None = None,
-) -> Runtime:
-    clock = clock or WallClock()
-    settings = settings or ServerSettings(
-        heartbeat_interval_s=config.server.heartbeat_interval_s,
-        max_retries=config.server.max_retries,
-        poll_timeout_s=config.server.poll_timeout_s,
-    )
-    folder = data_dir or config.data_dir()
-    store = SqliteJobStore(folder / "jobs.sqlite3", now_s=clock.now_s())
-    registry = registry or WorkerRegistry()
-    backend = backend_factory(registry, server_url, settings, clock, folder) if backend_factory is not None else None
-    endpoints = [Endpoint(e.deployment, e.key_hashes) for e in config.endpoints]
-    return Runtime(
-        endpoints,
-        store,
-        registry,
-        backend=backend,
-        clock=clock,
-        settings=settings,
-        global_key_hashes=config.global_key_hashes,
-    )
 
 
 def uvicorn_config(app: Any, log_level: str = "warning") -> uvicorn.Config:
@@ -146,22 +65,20 @@ class GracefulServer(uvicorn.Server):
 
 
 class ServerThread:
-    """A real uvicorn server on 127.0.0.1 in a background thread (tests, benchmarks, embedding)."""
+    """A real uvicorn server for one runtime in a background thread, on a socket bound beforehand."""
 
-    def __init__(
-        self,
-        runtime_for_url: Callable[[str], Runtime],
-        host: str = "127.0.0.1",
-        port: int = 0,
-        fast_path: bool = True,
-    ) -> None:
-        self._sock = bind_socket(host, port)
-        self.url = url_of(self._sock)
-        self.runtime = runtime_for_url(self.url)
-        self.app = create_app(self.runtime)
-        self._server = GracefulServer(uvicorn_config(FastPath(self.app) if fast_path else self.app), self.runtime)
+    def __init__(self, runtime: Runtime, sock: socket.socket, fast_path: bool = True, log_level: str = "warning") -> None:
+        self._sock = sock
+        self.url = url_of(sock)
+        self.runtime = runtime
+        self.app = create_app(runtime)
+        self._server = GracefulServer(uvicorn_config(FastPath(self.app) if fast_path else self.app, log_level), runtime)
         self._thread = threading.Thread(target=self._run, name="gpuserve-server", daemon=True)
         self._error: BaseException | None = None
+
+    def wrap_app(self, wrap: Callable[[Any], Any]) -> None:
+        """Put ASGI middleware around the outermost app (before the fast path), before the server starts."""
+        self._server.config.app = wrap(self._server.config.app)
 
     def _run(self) -> None:
         try:
@@ -169,7 +86,11 @@ class ServerThread:
         except BaseException as exc:  # surfaced by start()/stop()
             self._error = exc
 
-    def start(self, timeout_s: float = 30.0) -> ServerThread:
+    def run_in_foreground(self) -> None:
+        """Serve on this thread until SIGINT/SIGTERM (`gpuserve serve`)."""
+        self._server.run(sockets=[self._sock])
+
+    def start(self, timeout_s: float = 30.0) -> None:
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:
@@ -178,16 +99,9 @@ class ServerThread:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start in time")
             time.sleep(0.01)
-        return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
         self._sock.close()
-
-    def __enter__(self) -> ServerThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-

@@ -8,15 +8,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gpuserve.server.http import ApiError, json_response, parse_json, read_body, runtime_of, worker_auth
+from gpuserve.server.limits import MAX_JOBS_PER_TAKE, MAX_RESULT_BYTES, MAX_UNHEALTHY_REASON_CHARS
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v2/{endpoint_id}", tags=["worker"])
-
-# Results may be large (a model's output); the worker SDK does not retry a 4xx, so a refused
-# result is a lost one. Accept far more than the client-side limits.
-_MAX_RESULT_BYTES = 256 * 1024 * 1024
-
 
 # Tells gpuserve's worker SDK that job-done takes `gpuserve_take` (see job_done); a Runpod
 # worker ignores an unknown header.
@@ -43,7 +39,7 @@ async def job_take_batch(request: Request, endpoint_id: str, worker_id: str, bat
     worker = await worker_auth(rt, endpoint_id, worker_id, request, slow=True)
     if batch_size < 1:
         raise ApiError(422, f"batch_size must be at least 1, was {batch_size}")
-    jobs = await rt.take(worker, min(batch_size, 1024))
+    jobs = await rt.take(worker, min(batch_size, MAX_JOBS_PER_TAKE))
     if not jobs:
         return Response(status_code=204, headers=_TAKE_ON_DONE)
     return Response(_jobs_json([j.worker_json() for j in jobs]), media_type="application/json", headers=_TAKE_ON_DONE)
@@ -63,7 +59,7 @@ async def job_done(
 ) -> Response:
     rt = runtime_of(request)
     worker = await worker_auth(rt, endpoint_id, worker_id, request)
-    raw = await read_body(request, _MAX_RESULT_BYTES, "job-done")
+    raw = await read_body(request, MAX_RESULT_BYTES, "job-done")
     # The SDK sends raw JSON under a form content type: parse the bytes whatever the header says.
     try:
         body = parse_json(raw, "job-done body")
@@ -73,7 +69,7 @@ async def job_done(
     outcome = rt.job_done(worker, job_id, body)
     if gpuserve_take < 1 or (isinstance(body, dict) and body.get("status") == "IN_PROGRESS"):
         return json_response({"id": job_id, "accepted": outcome})
-    jobs = rt.take_now(worker, min(gpuserve_take, 1024))
+    jobs = rt.take_now(worker, min(gpuserve_take, MAX_JOBS_PER_TAKE))
     head = json.dumps({"id": job_id, "accepted": outcome})[:-1]  # the jobs' JSON is spliced in, not re-encoded
     body_json = head + ',"next":[' + ",".join(j.worker_json() for j in jobs) + "]}"
     return Response(body_json.encode(), media_type="application/json")
@@ -83,7 +79,7 @@ async def job_done(
 async def job_stream(request: Request, endpoint_id: str, worker_id: str, job_id: str) -> Response:
     rt = runtime_of(request)
     worker = await worker_auth(rt, endpoint_id, worker_id, request)
-    body = parse_json(await read_body(request, _MAX_RESULT_BYTES, "job-stream"), "job-stream body")
+    body = parse_json(await read_body(request, MAX_RESULT_BYTES, "job-stream"), "job-stream body")
     if not isinstance(body, dict):
         raise ApiError(422, f"job-stream body must be {{\"output\": chunk}}, was {type(body).__name__}")
     accepted = rt.stream_chunk(worker, job_id, body.get("output"))
@@ -105,7 +101,7 @@ async def ping(
     job_ids = [j for j in (job_id or "").split(",") if j]
     unhealthy = None
     if status == "unhealthy":
-        unhealthy = f"check {check or '?'} failed: {(reason or '')[:256]}"
+        unhealthy = f"check {check or '?'} failed: {(reason or '')[:MAX_UNHEALTHY_REASON_CHARS]}"
     rt.ping(worker, job_ids, unhealthy)
     return json_response({"ok": True})
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from gpuserve.core.jobs import JobStatus
+from gpuserve.core.jobs import JobStatus, status_body
 from gpuserve.core.types import QueueStats
 
 __all__ = ["DoneOutcome", "Job", "JobStore", "SweepEvent", "SweepKind"]
@@ -53,20 +53,18 @@ class Job:
 
     def status_body(self) -> dict[str, Any]:
         """The /status body of Runpod's API: times in ms, output, error when it failed."""
-        body: dict[str, Any] = {"id": self.id, "status": self.status.value}
-        if self.started_s is not None:
-            body["delayTime"] = max(0, round((self.started_s - self.created_s) * 1000))
-            if self.completed_s is not None:
-                body["executionTime"] = max(0, round((self.completed_s - self.started_s) * 1000))
-            if self.worker_id is not None:
-                body["workerId"] = self.worker_id
-        if self.has_output or self.status is JobStatus.COMPLETED:
-            body["output"] = self.output
-        if self.error is not None:
-            body["error"] = self.error
-        if self.retries:
-            body["retries"] = self.retries
-        return body
+        return status_body(
+            self.id,
+            self.status,
+            created_s=self.created_s,
+            started_s=self.started_s,
+            completed_s=self.completed_s,
+            worker_id=self.worker_id,
+            output=self.output,
+            has_output=self.has_output,
+            error=self.error,
+            retries=self.retries,
+        )
 
 
 class DoneOutcome(StrEnum):
@@ -140,15 +138,12 @@ class JobStore(Protocol):
         """Delete every queued job of an endpoint; returns how many."""
         ...
 
-    def requeue_worker_jobs(self, worker_id: str, reason: str, now_s: float, max_retries: int) -> list[Job]:
-        """A worker was lost: its jobs go back to the queue (retries + 1), or FAILED past the limit."""
+    def requeue(self, worker_id: str, job_ids: list[str], reason: str, now_s: float, max_retries: int) -> list[Job]:
+        """A worker was lost: those of `job_ids` it still runs go back to the queue (retries + 1), or FAILED
+        past the limit. Which jobs a worker holds is the worker registry's to know, not the store's."""
         ...
 
     def in_progress(self, endpoint_id: str | None = None) -> list[Job]: ...
-
-    def busy_workers(self) -> list[str]:
-        """Workers that hold at least one IN_PROGRESS job."""
-        ...
 
     def sweep(self, now_s: float) -> list[SweepEvent]:
         """Apply every deadline that has passed: execution timeouts, ttl and result retention."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuserve.core.errors import ConfigError, IllegalTransitionError, NotFoundError
-from gpuserve.core.jobs import TERMINAL_STATUSES, JobStatus
+from gpuserve.core.jobs import TERMINAL_STATUSES, JobStatus, transition
 from gpuserve.core.types import QueueStats
 from gpuserve.store.base import DoneOutcome, Job, SweepEvent, SweepKind
 
@@ -89,7 +89,6 @@ class SqliteJobStore:
         self._retried: Counter[str] = Counter()
         self._submitted: Counter[str] = Counter()
         self._last_arrival: dict[str, float] = {}
-        self._worker_jobs: dict[str, set[str]] = {}
         self._deadlines: list[tuple[float, int, int, str, float]] = []  # (when, n, kind, job id, token)
         self._n = 0
         self._seq = 0
@@ -132,7 +131,7 @@ class SqliteJobStore:
             if status not in TERMINAL_STATUSES:
                 if status is not JobStatus.IN_QUEUE:
                     # Running when the last server life ended: its worker is gone with it.
-                    job.status = JobStatus.IN_QUEUE
+                    job.status = transition(status, JobStatus.IN_QUEUE)
                     job.started_s = job.worker_id = None
                     requeued.append(job.id)
                 self.recovered += 1
@@ -172,9 +171,7 @@ class SqliteJobStore:
         counts[status] += 1
         if job.status is JobStatus.IN_QUEUE and job.low_priority:
             self._low_queued[job.endpoint_id] -= 1
-        if job.status is JobStatus.IN_PROGRESS and job.worker_id is not None:
-            self._worker_jobs.get(job.worker_id, set()).discard(job.id)
-        job.status = status
+        job.status = transition(job.status, status)
 
     def _end(self, job: Job, status: JobStatus, now_s: float) -> None:
         """Move a job to a terminal state and write it through."""
@@ -209,8 +206,6 @@ class SqliteJobStore:
         counts[job.status] -= 1
         if job.status is JobStatus.IN_QUEUE and job.low_priority:
             self._low_queued[job.endpoint_id] -= 1
-        if job.status is JobStatus.IN_PROGRESS and job.worker_id is not None:
-            self._worker_jobs.get(job.worker_id, set()).discard(job.id)
         if job.retries:
             self._retried[job.endpoint_id] -= 1
         self._db.execute("DELETE FROM jobs WHERE id=?", (job.id,))
@@ -353,7 +348,6 @@ class SqliteJobStore:
                 self._set_status(job, JobStatus.IN_PROGRESS)
                 job.worker_id = worker_id
                 job.started_s = now_s
-                self._worker_jobs.setdefault(worker_id, set()).add(job.id)
                 self._deadline(now_s + job.execution_timeout_s, _EXEC, job.id, now_s)
                 taken.append(job)
         return taken
@@ -401,22 +395,16 @@ class SqliteJobStore:
             job.chunks.append(chunk)
             return True
 
-    def requeue_worker_jobs(self, worker_id: str, reason: str, now_s: float, max_retries: int) -> list[Job]:
+    def requeue(self, worker_id: str, job_ids: list[str], reason: str, now_s: float, max_retries: int) -> list[Job]:
         with self._lock:
-            jobs = [self._jobs[j] for j in sorted(self._worker_jobs.get(worker_id, ())) if j in self._jobs]
+            jobs = [job for job_id in job_ids if (job := self._owned(job_id, worker_id)) is not None]
             for job in jobs:
                 if job.retries >= max_retries:
                     job.error = f"{reason}; gave up after {job.retries} retries"
                     self._end(job, JobStatus.FAILED, now_s)
                 else:
                     self._requeue(job, now_s, new_seq=False)
-            self._worker_jobs.pop(worker_id, None)
             return jobs
-
-    def busy_workers(self) -> list[str]:
-        """Workers that hold at least one IN_PROGRESS job."""
-        with self._lock:
-            return [w for w, jobs in self._worker_jobs.items() if jobs]
 
     def in_progress(self, endpoint_id: str | None = None) -> list[Job]:
         with self._lock:

@@ -8,7 +8,7 @@
     serverless.start({"handler": handler})
 """
 
+from gpuserve.worker.entrypoint import start, worker_id
 from gpuserve.worker.runner import progress_update
-from gpuserve.worker.serverless import start, worker_id
 
 __all__ = ["progress_update", "start", "worker_id"]

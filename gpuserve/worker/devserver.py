@@ -4,6 +4,8 @@ Standard library HTTP (the worker image has no FastAPI), one asyncio loop in a t
 the jobs. Unlike Runpod's local server, /run really queues and runs the job, /status is a
 GET, /stream hands out each chunk once, and FAILED jobs show their error: the shapes are
 those of gpuserve's server, so a client written against this works against the platform.
+Statuses move only through the core state machine (`transition`), and /status is built by
+the same `status_body` as the server's.
 """
 
 from __future__ import annotations
@@ -20,29 +22,30 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
-
+from gpuserve.core.backoff import Backoff
+from gpuserve.core.jobs import JobStatus, status_body, transition
 from gpuserve.worker.runner import Job, run_job
 
 __all__ = ["DevServer"]
 
 log = logging.getLogger("gpuserve.worker")
 
-TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 MAX_BODY_BYTES = 20 * 1024 * 1024
 STREAM_HOLD_S = 1.0  # /stream waits this long for a new chunk before answering empty
+# A job's webhook: 3 tries, 1 s then 2 s apart (the last failure is simply logged).
+WEBHOOK_RETRY = Backoff(1.0, factor=1.0, step_s=1.0, attempts=3)
 
 
 @dataclass
 class _LocalJob:
     job: Job
     submitted_s: float
-    status: str = "IN_QUEUE"
-    started_s: float | None = None
+    status: JobStatus = JobStatus.IN_QUEUE
+    started_s: float | None = None  # time.monotonic(), like submitted_s
     ended_s: float | None = None
     output: Any = None
     has_output: bool = False
-    error: Any = None
+    error: str | None = None
     chunks: list[Any] = field(default_factory=list)
     chunks_sent: int = 0
     task: asyncio.Task[None] | None = None
@@ -52,17 +55,23 @@ class _LocalJob:
     def id(self) -> str:
         return str(self.job["id"])
 
-    def body(self, now_s: float) -> dict[str, Any]:
-        started = self.started_s if self.started_s is not None else (self.ended_s or now_s)
-        out: dict[str, Any] = {"id": self.id, "status": self.status, "delayTime": int((started - self.submitted_s) * 1000)}
-        if self.started_s is not None:
-            out["executionTime"] = int(((self.ended_s or now_s) - self.started_s) * 1000)
-            out["workerId"] = "local"
-        if self.has_output:
-            out["output"] = self.output
-        if self.error is not None:
-            out["error"] = self.error
-        return out
+    def move(self, target: JobStatus) -> None:
+        """Change status through the core state machine (IllegalTransitionError on an illegal move)."""
+        self.status = transition(self.status, target)
+
+    def body(self) -> dict[str, Any]:
+        """The /status body, as gpuserve's server builds it; this server's one worker is `local`."""
+        return status_body(
+            self.id,
+            self.status,
+            created_s=self.submitted_s,
+            started_s=self.started_s,
+            completed_s=self.ended_s,
+            worker_id="local",
+            output=self.output,
+            has_output=self.has_output,
+            error=self.error,
+        )
 
 
 class _DevSink:
@@ -77,7 +86,7 @@ class _DevSink:
 
     async def progress(self, job: Job, data: Any) -> None:
         with self.server.changed:
-            if self.lj.status not in TERMINAL:
+            if not self.lj.status.is_terminal:
                 self.lj.output, self.lj.has_output = data, True
                 self.server.changed.notify_all()
 
@@ -134,18 +143,21 @@ class DevServer:
                 self._slot_free.clear()
                 await self._slot_free.wait()
             lj = self.jobs.get(job_id)
-            if lj is None or lj.status != "IN_QUEUE":
+            if lj is None or lj.status is not JobStatus.IN_QUEUE:
                 continue  # cancelled or purged while queued
             self._running += 1
             lj.task = asyncio.get_running_loop().create_task(self._execute(lj))
 
     async def _execute(self, lj: _LocalJob) -> None:
-        with self.changed:
-            lj.status, lj.started_s = "IN_PROGRESS", time.monotonic()
-            self.changed.notify_all()
         policy = lj.job.get("policy") or {}
         timeout_s = policy.get("executionTimeout", 600_000) / 1000.0 if isinstance(policy, dict) else 600.0
         try:
+            with self.changed:
+                if lj.status is not JobStatus.IN_QUEUE:
+                    return  # cancelled or purged between the dispatcher's check and this task's start
+                lj.move(JobStatus.IN_PROGRESS)
+                lj.started_s = time.monotonic()
+                self.changed.notify_all()
             outcome = await asyncio.wait_for(
                 run_job(
                     self.config["handler"],
@@ -158,47 +170,53 @@ class DevServer:
                 timeout=timeout_s,
             )
         except TimeoutError:
-            self._finish(lj, "TIMED_OUT", error=f"execution timed out after {timeout_s:g} s")
+            self._finish(lj, JobStatus.TIMED_OUT, error=f"execution timed out after {timeout_s:g} s")
         except asyncio.CancelledError:
-            self._finish(lj, "CANCELLED")
+            self._finish(lj, JobStatus.CANCELLED)
         else:
             error = outcome.body.get("error")
             if error:
-                self._finish(lj, "FAILED", error=error if isinstance(error, str) else json.dumps(error))
+                self._finish(lj, JobStatus.FAILED, error=error if isinstance(error, str) else json.dumps(error))
             else:
-                self._finish(lj, "COMPLETED", output=outcome.body.get("output"))
+                self._finish(lj, JobStatus.COMPLETED, output=outcome.body.get("output"))
         finally:
             self._running -= 1
             assert self._slot_free is not None
             self._slot_free.set()
 
-    def _finish(self, lj: _LocalJob, status: str, output: Any = None, error: Any = None) -> None:
+    def _finish(self, lj: _LocalJob, status: JobStatus, output: Any = None, error: str | None = None) -> None:
         with self.changed:
-            if lj.status in TERMINAL:
+            if lj.status.is_terminal:
                 return
-            lj.status, lj.ended_s = status, time.monotonic()
-            lj.output, lj.has_output = output, status == "COMPLETED"
+            lj.move(status)
+            lj.ended_s = time.monotonic()
+            lj.output, lj.has_output = output, status is JobStatus.COMPLETED
             lj.error = error
-            if status == "COMPLETED":
+            if status is JobStatus.COMPLETED:
                 self.counts["completed"] += 1
-            elif status in ("FAILED", "TIMED_OUT"):
+            elif status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
                 self.counts["failed"] += 1
             lj.done.set()
             self.changed.notify_all()
         webhook = lj.job.get("webhook")
         if webhook:
-            self.executor.submit(self._send_webhook, str(webhook), lj.body(time.monotonic()))
+            self.executor.submit(self._send_webhook, str(webhook), lj.body())
 
     @staticmethod
     def _send_webhook(url: str, body: dict[str, Any]) -> None:
         # Like the platform: one POST, retried twice on a non-2xx answer or no connection.
-        for attempt in range(3):
+        # httpx is imported here, not at the top: only jobs with a webhook need it.
+        import httpx
+
+        for wait_s in WEBHOOK_RETRY.tries():
             try:
                 if httpx.post(url, json=body, timeout=10.0).status_code < 300:
                     return
             except httpx.HTTPError as exc:
                 log.warning("webhook %s failed: %s", url, exc)
-            time.sleep(1.0 * (attempt + 1))
+            if wait_s is None:
+                return
+            time.sleep(wait_s)
 
     # -- operations called from HTTP threads -------------------------------------------------
 
@@ -220,10 +238,11 @@ class DevServer:
 
     def cancel(self, lj: _LocalJob) -> None:
         with self.changed:
-            if lj.status in TERMINAL:
+            if lj.status.is_terminal:
                 return
-            if lj.status == "IN_QUEUE":
-                lj.status, lj.ended_s = "CANCELLED", time.monotonic()
+            if lj.status is JobStatus.IN_QUEUE:
+                lj.move(JobStatus.CANCELLED)
+                lj.ended_s = time.monotonic()
                 lj.done.set()
                 self.changed.notify_all()
                 return
@@ -234,9 +253,12 @@ class DevServer:
 
     def retry(self, lj: _LocalJob) -> bool:
         with self.changed:
-            if lj.status not in ("FAILED", "TIMED_OUT"):
+            # /retry takes FAILED or TIMED_OUT jobs only; the state machine's other move back to
+            # IN_QUEUE (from IN_PROGRESS) is a lost worker's requeue, which this server has none of.
+            if lj.status not in (JobStatus.FAILED, JobStatus.TIMED_OUT):
                 return False
-            lj.status, lj.started_s, lj.ended_s = "IN_QUEUE", None, None
+            lj.move(JobStatus.IN_QUEUE)
+            lj.started_s, lj.ended_s = None, None
             lj.output, lj.has_output, lj.error, lj.chunks, lj.chunks_sent = None, False, None, [], 0
             lj.submitted_s = time.monotonic()
             lj.done = threading.Event()
@@ -248,8 +270,9 @@ class DevServer:
         removed = 0
         with self.changed:
             for lj in self.jobs.values():
-                if lj.status == "IN_QUEUE":
-                    lj.status, lj.ended_s = "CANCELLED", time.monotonic()
+                if lj.status is JobStatus.IN_QUEUE:
+                    lj.move(JobStatus.CANCELLED)
+                    lj.ended_s = time.monotonic()
                     lj.done.set()
                     removed += 1
             self.changed.notify_all()
@@ -258,7 +281,7 @@ class DevServer:
     def take_chunks(self, lj: _LocalJob, hold_s: float = STREAM_HOLD_S) -> dict[str, Any]:
         deadline = time.monotonic() + hold_s
         with self.changed:
-            while lj.chunks_sent >= len(lj.chunks) and lj.status not in TERMINAL:
+            while lj.chunks_sent >= len(lj.chunks) and not lj.status.is_terminal:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -269,8 +292,8 @@ class DevServer:
 
     def health(self) -> dict[str, Any]:
         with self.changed:
-            queued = sum(1 for j in self.jobs.values() if j.status == "IN_QUEUE")
-            running = sum(1 for j in self.jobs.values() if j.status == "IN_PROGRESS")
+            queued = sum(1 for j in self.jobs.values() if j.status is JobStatus.IN_QUEUE)
+            running = sum(1 for j in self.jobs.values() if j.status is JobStatus.IN_PROGRESS)
             return {
                 "jobs": {**self.counts, "inProgress": running, "inQueue": queued},
                 "workers": {"idle": 0 if running else 1, "running": 1 if running else 0},
@@ -351,7 +374,7 @@ def _make_handler(dev: DevServer) -> type[BaseHTTPRequestHandler]:
             if len(segs) == 2 and segs[0] == "status":
                 lj = self._job(segs[1])
                 if lj is not None:
-                    self._send(200, lj.body(time.monotonic()))
+                    self._send(200, lj.body())
                 return None
             if len(segs) == 2 and segs[0] == "stream":
                 lj = self._job(segs[1])
@@ -375,15 +398,15 @@ def _make_handler(dev: DevServer) -> type[BaseHTTPRequestHandler]:
                     return self._error(400, f"input must be a JSON object, was {payload['input']!r:.200}")
                 lj = dev.submit(payload)
                 if segs == ["run"]:
-                    return self._send(200, {"id": lj.id, "status": "IN_QUEUE"})
+                    return self._send(200, {"id": lj.id, "status": JobStatus.IN_QUEUE.value})
                 try:
                     wait_ms = int(query.get("wait", ["90000"])[0])
                 except ValueError:
                     return self._error(400, f"wait: must be milliseconds, was {query['wait'][0]!r}")
                 lj.done.wait(min(max(wait_ms, 1000), 300_000) / 1000.0)
-                body = lj.body(time.monotonic())
-                if lj.status not in TERMINAL:
-                    body = {"id": lj.id, "status": lj.status}
+                body = lj.body()
+                if not lj.status.is_terminal:
+                    body = {"id": lj.id, "status": lj.status.value}
                 return self._send(200, body)
             if len(segs) == 2 and segs[0] in ("status", "stream"):
                 return self.do_GET()  # Runpod's local server answers POST here; accept both
@@ -391,15 +414,15 @@ def _make_handler(dev: DevServer) -> type[BaseHTTPRequestHandler]:
                 to_cancel = self._job(segs[1])
                 if to_cancel is not None:
                     dev.cancel(to_cancel)
-                    self._send(200, {"id": to_cancel.id, "status": to_cancel.status})
+                    self._send(200, {"id": to_cancel.id, "status": to_cancel.status.value})
                 return None
             if len(segs) == 2 and segs[0] == "retry":
                 to_retry = self._job(segs[1])
                 if to_retry is not None:
                     if dev.retry(to_retry):
-                        self._send(200, {"id": to_retry.id, "status": "IN_QUEUE"})
+                        self._send(200, {"id": to_retry.id, "status": JobStatus.IN_QUEUE.value})
                     else:
-                        self._error(400, f"job {to_retry.id} is {to_retry.status}; only FAILED or TIMED_OUT jobs can be retried")
+                        self._error(400, f"job {to_retry.id} is {to_retry.status.value}; only FAILED or TIMED_OUT jobs can be retried")
                 return None
             if segs == ["purge-queue"]:
                 return self._send(200, {"removed": dev.purge(), "status": "completed"})

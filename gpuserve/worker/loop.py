@@ -12,11 +12,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
-from gpuserve.worker.coldstart import SDK_IMPORT_WALL_S, ColdStart, process_start_wall_s
+from gpuserve.core.backoff import Backoff
+from gpuserve.core.startup import StartReport
+from gpuserve.worker.coldstart import SDK_IMPORT_WALL_S, process_start_wall_s, write_report
 from gpuserve.worker.env import WorkerEnv, with_query
 from gpuserve.worker.heartbeat import Heartbeat
 from gpuserve.worker.runner import Job, JobOutcome, run_job
@@ -29,12 +32,20 @@ log = logging.getLogger("gpuserve.worker")
 USER_AGENT = "gpuserve-worker/0.1.0"
 TAKE_TIMEOUT_S = 90.0  # the server answers a long poll well inside this (protocol §1.3)
 RATE_LIMITED_SLEEP_S = 5.0
-ERROR_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)  # after failed takes: short, growing, capped
-POST_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)  # job-done and stream posts on 5xx or no connection
+# After failed takes: 0.5, 1, 2, 4 s, then every 5 s; a restarted server is polled again within 5 s.
+TAKE_ERROR_BACKOFF = Backoff(0.5, factor=2.0, max_s=5.0)
+# Job-done and stream posts on 5xx or no connection: 6 tries, 0.2, 0.5, 1, 2, 4 s apart, so a
+# result survives a server that is away for 7.7 s in all.
+POST_RETRY = Backoff(0.5, factor=2.0, max_s=4.0, first_s=0.2, attempts=6)
 # A server that answers "no job" at once (no long poll) would make the loop spin; after a
-# fast empty answer wait a little, growing to this cap.
+# fast empty answer wait a little: 10 ms, doubling, to this cap (0.5 s after 6 in a row).
 FAST_EMPTY_S = 0.05
 FAST_EMPTY_CAP_S = 0.5
+FAST_EMPTY_BACKOFF = Backoff(0.01, factor=2.0, max_s=FAST_EMPTY_CAP_S)
+# The stop channel matters less than jobs: its fast empty answers back off to twice that cap.
+FAST_EMPTY_STOP_BACKOFF = Backoff(0.01, factor=2.0, max_s=2 * FAST_EMPTY_CAP_S)
+STOP_POLL_ERROR_S = 1.0  # a failed or odd job-stop answer: ask again after this
+NO_STOP_ROUTE_S = 30.0  # a server without the job-stop route (404): look again this much later
 TAKE_ON_DONE_HEADER = "x-gpuserve-take-on-done"  # on job-take answers: job-done accepts gpuserve_take
 
 
@@ -73,7 +84,7 @@ class Worker:
         self.client: httpx.AsyncClient | None = None
         # job-take and job-done go over the lean client when the server is plain http (wire.py)
         self.lean: LeanClient | None = None
-        self.cold_start = ColdStart(
+        self.cold_start = StartReport(
             worker_id=env.worker_id,
             spawn_wall_s=env.spawn_wall_s,
             process_start_wall_s=process_start_wall_s(),
@@ -117,7 +128,7 @@ class Worker:
         """
         assert self.client is not None
         data = json.dumps(body, ensure_ascii=False).encode()
-        for attempt, delay in enumerate((*POST_RETRY_DELAYS_S, None)):
+        for attempt, delay in enumerate(POST_RETRY.tries()):
             try:
                 if self.lean is not None and url.startswith("http://"):  # proxies: checked when it was made
                     response: httpx.Response | LeanResponse = await self.lean.post(url, data)
@@ -137,7 +148,7 @@ class Worker:
                 break
             log.warning("%s failed (%s), retry %d in %.1f s", what, problem, attempt + 1, delay)
             await asyncio.sleep(delay)
-        log.error("%s lost after %d attempts", what, len(POST_RETRY_DELAYS_S) + 1)
+        log.error("%s lost after %d attempts", what, POST_RETRY.attempts)
         return None
 
     # -- taking jobs ----------------------------------------------------------------------
@@ -190,7 +201,7 @@ class Worker:
         return valid
 
     def _note_first_take(self) -> None:
-        self.cold_start.first_take_wall_s = time.time()
+        self.cold_start = replace(self.cold_start, first_take_wall_s=time.time())
         d = self.cold_start.durations()
         log.info(
             "worker %s ready: first job-take %.3f s after start() (process start -> first take %s s, "
@@ -202,7 +213,7 @@ class Worker:
         )
         if self.env.cold_start_file:
             try:
-                self.cold_start.write(self.env.cold_start_file)
+                write_report(self.cold_start, self.env.cold_start_file)
             except OSError as exc:
                 log.warning("could not write %s: %s", self.env.cold_start_file, exc)
 
@@ -226,14 +237,14 @@ class Worker:
             finally:
                 self._asking = 0
             if jobs is None:
-                await asyncio.sleep(ERROR_BACKOFF_S[min(errors, len(ERROR_BACKOFF_S) - 1)])
                 errors += 1
+                await asyncio.sleep(TAKE_ERROR_BACKOFF.delay_s(errors))
                 continue
             errors = 0
             if not jobs:
                 if time.monotonic() - asked_s < FAST_EMPTY_S:
                     fast_empties += 1
-                    await asyncio.sleep(min(FAST_EMPTY_CAP_S, 0.005 * 2**fast_empties))
+                    await asyncio.sleep(FAST_EMPTY_BACKOFF.delay_s(fast_empties))
                 else:
                     fast_empties = 0
                 continue
@@ -335,13 +346,13 @@ class Worker:
                 response = await self.client.get(url, timeout=httpx.Timeout(30.0, read=TAKE_TIMEOUT_S))
             except httpx.HTTPError as exc:
                 log.warning("job-stop poll failed: %s: %s", type(exc).__name__, exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(STOP_POLL_ERROR_S)
                 continue
             status = response.status_code
             if status == 204:
                 if time.monotonic() - asked_s < FAST_EMPTY_S:
                     fast_empties += 1
-                    await asyncio.sleep(min(FAST_EMPTY_CAP_S * 2, 0.005 * 2**fast_empties))
+                    await asyncio.sleep(FAST_EMPTY_STOP_BACKOFF.delay_s(fast_empties))
                 else:
                     fast_empties = 0
                 continue
@@ -350,19 +361,19 @@ class Worker:
                 await asyncio.sleep(RATE_LIMITED_SLEEP_S)
                 continue
             if status == 404:
-                log.warning("the server has no job-stop route; checking again in 30 s")
-                await asyncio.sleep(30.0)
+                log.warning("the server has no job-stop route; checking again in %.0f s", NO_STOP_ROUTE_S)
+                await asyncio.sleep(NO_STOP_ROUTE_S)
                 continue
             if status >= 300:
                 log.warning("job-stop poll answered %s", status)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(STOP_POLL_ERROR_S)
                 continue
             try:
                 ids = response.json().get("jobsToStop", [])
             except (ValueError, AttributeError):
                 ids = []
             if not ids:
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(STOP_POLL_ERROR_S)
                 continue
             for job_id in ids:
                 self.cancel_job(str(job_id))

@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import os
 import textwrap
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from gpuserve.backends.base import Deployment
 from gpuserve.core.errors import ConfigError
 from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec, WorkerState
-from gpuserve.server.runtime import Endpoint, Runtime
-from gpuserve.server.serve import ServerThread
-from gpuserve.server.settings import ServerSettings
-from gpuserve.server.workers import WorkerRegistry
-from gpuserve.store.sqlite import SqliteJobStore
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import WorkerRegistry
+from gpuserve.live.settings import ServerSettings
+from gpuserve.platform import Platform
+from tests.support import live as support
 
 pytestmark = pytest.mark.docker
 
@@ -111,75 +109,22 @@ def _deployment(
     return Deployment(spec=spec, handler_path=str(folder / "handler.py"), env=env or {}, **rest)
 
 
-class Live:
-    """A real server (uvicorn on 127.0.0.1) whose backend is the Docker backend."""
+class Live(support.Live):
+    """The shared live harness with the Docker backend, in this module's namespace, with no API keys."""
 
     def __init__(
         self, tmp_path: Path, client: Any, deployments: list[Deployment], port: int = 0, **backend_options: Any
     ) -> None:
-        from gpuserve.backends.docker import DockerBackend
+        from gpuserve.backends.docker import docker_backend_factory
 
-        self.registry = WorkerRegistry()
-        self.backend: DockerBackend | None = None
         options = {"retention_s": 0.0, "stop_timeout_s": 3, "orphan_grace_s": 5.0, **backend_options}
-
-        def runtime_for(url: str) -> Runtime:
-            self.backend = DockerBackend(
-                url,
-                self.registry,
-                client=client,
-                namespace=NAMESPACE,
-                state_dir=tmp_path / "state",
-                ping_interval_ms=int(SETTINGS.heartbeat_interval_s * 1000),
-                **options,
-            )
-            store = SqliteJobStore(tmp_path / "jobs.sqlite3", now_s=time.time())
-            return Runtime([Endpoint(d) for d in deployments], store, self.registry, backend=self.backend, settings=SETTINGS)
-
-        self.server = ServerThread(runtime_for, port=port)
-        self.url = self.server.url
-        self.port = int(self.url.rsplit(":", 1)[1])
-        self.http = httpx.Client(base_url=f"{self.url}/v2", timeout=30.0)
-
-    def __enter__(self) -> Live:
-        self.server.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.http.close()
-        self.server.stop()
+        factory = docker_backend_factory(client=client, namespace=NAMESPACE, state_dir=tmp_path / "state", **options)
+        super().__init__(tmp_path, deployments, SETTINGS, backend=factory, keys=(), port=port)
 
     @property
     def docker(self) -> Any:
         assert self.backend is not None
         return self.backend
-
-    def run(self, endpoint_id: str, job_input: dict[str, Any]) -> str:
-        r = self.http.post(f"/{endpoint_id}/run", json={"input": job_input})
-        assert r.status_code == 200, r.text
-        return str(r.json()["id"])
-
-    def status(self, endpoint_id: str, job_id: str) -> dict[str, Any]:
-        r = self.http.get(f"/{endpoint_id}/status/{job_id}")
-        assert r.status_code == 200, r.text
-        body: dict[str, Any] = r.json()
-        return body
-
-    def wait(self, endpoint_id: str, job_id: str, statuses: set[str] = TERMINAL, timeout_s: float = 60) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-        self.until(lambda: (body.update(self.status(endpoint_id, job_id)) or body["status"] in statuses), f"job {job_id} in {statuses}", timeout_s)
-        return body
-
-    def until(self, predicate: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not predicate():
-            if time.monotonic() > deadline:
-                logs = ""
-                if self.backend is not None:
-                    for w in self.registry.all():
-                        logs += f"--- {w.worker_id}\n{self.backend.logs(w.worker_id)[-2000:]}\n"
-                raise AssertionError(f"{what}: not within {timeout_s} s\n{logs}")
-            time.sleep(0.02)
 
     def containers(self, client: Any) -> list[Any]:
         from gpuserve.backends.docker import managed_containers
@@ -347,7 +292,9 @@ def _probe_worker(dep: Deployment) -> Any:
     return _Worker("probe", dep.endpoint_id, dep.version, "wk_probe", "pending")
 
 
-def test_build_a_worker_folder_and_deploy_it_to_a_running_endpoint(tmp_path: Path, client: Any) -> None:
+def test_build_a_worker_folder_and_deploy_it_to_a_running_endpoint(
+    tmp_path: Path, client: Any, pytestconfig: pytest.Config
+) -> None:
     import shutil
 
     from typer.testing import CliRunner
@@ -355,7 +302,7 @@ def test_build_a_worker_folder_and_deploy_it_to_a_running_endpoint(tmp_path: Pat
     from gpuserve.cli import app
 
     folder = tmp_path / "gpu-worker"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "docker" / "examples" / "gpu-worker", folder)
+    shutil.copytree(pytestconfig.rootpath / "examples" / "gpu_worker", folder)
     tag = f"gpuserve/{NAMESPACE}:example"
     runner = CliRunner()
     built = runner.invoke(app, ["build", str(folder), "--tag", tag])
@@ -381,7 +328,6 @@ def test_build_a_worker_folder_and_deploy_it_to_a_running_endpoint(tmp_path: Pat
 def test_a_server_from_endpoints_yaml_runs_on_the_docker_backend_factory(tmp_path: Path, client: Any) -> None:
     from gpuserve.backends.docker import DockerBackend, docker_backend_factory
     from gpuserve.config.endpoints import parse_endpoints
-    from gpuserve.server.serve import runtime_from_config
 
     dep = _deployment(tmp_path, "yaml")  # writes the handler file
     config = parse_endpoints(
@@ -389,11 +335,7 @@ def test_a_server_from_endpoints_yaml_runs_on_the_docker_backend_factory(tmp_pat
         tmp_path,
     )
     factory = docker_backend_factory(client=client, namespace=NAMESPACE, retention_s=0.0, stop_timeout_s=3)
-    server = ServerThread(
-        lambda url: runtime_from_config(
-            config, server_url=url, data_dir=tmp_path / "data", settings=SETTINGS, backend_factory=factory
-        )
-    )
+    server = Platform.from_config(config, data_dir=tmp_path / "data", settings=SETTINGS, backend=factory)
     with server:
         assert isinstance(server.runtime.backend, DockerBackend)
         assert server.runtime.backend.state_dir == tmp_path / "data" / "docker"

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from gpuserve.backends.base import Deployment
 from gpuserve.backends.process import ProcessBackend, crash_backoff_s
 from gpuserve.core.errors import ConfigError, NotFoundError
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState
-from gpuserve.server.workers import WorkerRegistry
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "worker"))
-from live_harness import Live, deployment
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import WorkerRegistry
+from tests.support.live import Live, code_deployment
 
 DEAD_SERVER = "http://127.0.0.1:9"  # nothing listens: these scripts never call it
 
@@ -174,7 +171,7 @@ serverless.start({"handler": handler})
 
 
 def test_scale_from_zero_then_idle_timeout_back_to_zero(tmp_path: Path) -> None:
-    dep = deployment(tmp_path, "scaler", SLOW, max_workers=2, idle_timeout_s=1.0)
+    dep = code_deployment(tmp_path, "scaler", SLOW, max_workers=2, idle_timeout_s=1.0)
     with Live(tmp_path, [dep]) as live:
         assert live.workers("scaler") == []
         job = live.run("scaler", {})
@@ -182,14 +179,14 @@ def test_scale_from_zero_then_idle_timeout_back_to_zero(tmp_path: Path) -> None:
         assert body["status"] == "COMPLETED"
         wid = body["workerId"]
         record = live.backend.cold_start(wid)
-        assert record is not None and record["spawn_to_first_take_s"] > 0
-        assert record["start_to_first_take_s"] is not None and record["spawn_to_process_s"] is not None
+        assert record is not None and record.total_s > 0
+        assert record.first_take_s is not None and record.start_s is not None
         live.until(lambda: live.workers("scaler") == [], "idle worker stopped after idle_timeout_s")
-        assert any(r["worker_id"] == wid for r in live.backend.cold_starts)
+        assert any(r.worker_id == wid for r in live.backend.cold_starts)
 
 
 def test_new_version_marks_outdated_finishes_job_then_replaces(tmp_path: Path) -> None:
-    dep = deployment(tmp_path, "roll", SLOW, min_workers=1, max_workers=1, env={"VERSION": "1"})
+    dep = code_deployment(tmp_path, "roll", SLOW, min_workers=1, max_workers=1, env={"VERSION": "1"})
     with Live(tmp_path, [dep]) as live:
         live.until(lambda: any(w.state is WorkerState.IDLE for w in live.workers("roll")), "min worker ready")
         [old] = live.workers("roll")
@@ -227,7 +224,7 @@ def test_sigkill_mid_job_requeues_and_completes_on_a_new_worker(tmp_path: Path) 
 
     marks = tmp_path / "marks"
     marks.mkdir()
-    dep = deployment(tmp_path, "victim", KILLABLE, max_workers=1, env={"MARKS": str(marks)})
+    dep = code_deployment(tmp_path, "victim", KILLABLE, max_workers=1, env={"MARKS": str(marks)})
     with Live(tmp_path, [dep]) as live:
         job = live.run("victim", {"sleep_s": 2.0})
         body = live.wait("victim", job, {"IN_PROGRESS"})

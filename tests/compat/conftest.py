@@ -9,10 +9,8 @@ runpod==1.6.2`); without them those tests skip.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -22,28 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from request_log import RecordRequests, RequestLog
 
-from gpuserve.backends.base import Deployment
-from gpuserve.server.settings import ServerSettings
-
-
-def _load_live_harness() -> Any:
-    """The worker tests' live harness (server + process backend), loaded from its file."""
-    if "live_harness" in sys.modules:
-        return sys.modules["live_harness"]
-    path = Path(__file__).resolve().parents[1] / "worker" / "live_harness.py"
-    spec = importlib.util.spec_from_file_location("live_harness", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["live_harness"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-live_harness = _load_live_harness()
-API_KEY: str = live_harness.API_KEY
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.settings import ServerSettings
+from tests.support.live import API_KEY, Live, code_deployment
+from tests.support.request_log import RecordRequests, RequestLog
 
 # Runpod's SDK floors RUNPOD_PING_INTERVAL to whole seconds (below 1000 ms it busy-loops), so 1 s is
 # the shortest honest heartbeat; the server calls a worker unhealthy after 3 silent intervals.
@@ -222,7 +203,7 @@ def _deployments(root: Path, flavours: list[Flavour]) -> list[Deployment]:
         for name, h in HANDLERS.items():
             if flavour.python is not None and not h.old_sdks:
                 continue
-            dep = live_harness.deployment(
+            dep = code_deployment(
                 root / "handlers",
                 endpoint_id(name, flavour),
                 flavour.header + textwrap.dedent(h.code),
@@ -303,13 +284,11 @@ def compat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compat]:
     """One server for the suite; every test uses its own endpoints, so tests stay independent."""
     pytest.importorskip("runpod")
     root = tmp_path_factory.mktemp("compat")
-    live = live_harness.Live(root, _deployments(root, available_flavours()), settings=SETTINGS)
+    live = Live(root, _deployments(root, available_flavours()), settings=SETTINGS)
     log = RequestLog()
     # Wrap the outermost ASGI app uvicorn serves: hot routes bypass FastAPI (gpuserve.server.fastpath),
     # so a FastAPI middleware would miss them.
-    config = live.server._server.config
-    assert isinstance(config, uvicorn.Config), "ServerThread no longer exposes its uvicorn server"
-    config.app = RecordRequests(config.app, log)
+    live.platform.wrap_asgi(lambda app: RecordRequests(app, log))
     with live:
         yield Compat(live, log, root)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import API_KEY, PING_INTERVAL_S, Compat, Flavour, endpoint_id, flavour_params
+
+from tests.compat.conftest import API_KEY, PING_INTERVAL_S, Compat, Flavour, endpoint_id, flavour_params
 
 requests = pytest.importorskip("requests")
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gpuserve.backends.base import Deployment
 from gpuserve.backends.process import ProcessBackend
 from gpuserve.config.endpoints import load_endpoints, parse_endpoints
 from gpuserve.core.errors import ConfigError
 from gpuserve.core.types import EndpointSpec
-from gpuserve.server.workers import WorkerRegistry
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import WorkerRegistry
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "runpod_worker"
 

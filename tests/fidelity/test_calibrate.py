@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from gpuserve.cli import app
 from gpuserve.config.scenario import load_scenario
+from gpuserve.experiments import run_scenario
 from gpuserve.fidelity.calibrate import load_overheads, overhead_overrides
-from gpuserve.sim.sweep import run_scenario
 
 
 def test_calibrate_writes_a_loadable_profile(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from gpuserve.cli import app
 from gpuserve.config.scenario import load_scenario
 from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
+from gpuserve.experiments import run_scenario
 from gpuserve.fidelity.plan import ColdStartLedger, job_plan, scale_spec
 from gpuserve.sim.coldstart import ColdStartProfile
-from gpuserve.sim.sweep import run_scenario
 
 TINY = """
 name: tiny

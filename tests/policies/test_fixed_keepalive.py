@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from policy_snapshots import endpoint, snap, workers
 
 from gpuserve import policies
 from gpuserve.backends.fake import FakeBackend, FakeQueue
 from gpuserve.controller import Controller
 from gpuserve.core import ManualClock, QueueStats, WorkerState, apply_guardrails, next_expiry_s
+from tests.policies.policy_snapshots import endpoint, snap, workers
 
 
 @pytest.mark.parametrize(

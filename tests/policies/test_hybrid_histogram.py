@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from policy_snapshots import endpoint, snap, workers
 
 from gpuserve import policies
 from gpuserve.backends.fake import FakeBackend, FakeQueue
@@ -18,6 +17,7 @@ from gpuserve.policies.hybrid_histogram import (
     forecast_idle_s,
     windows,
 )
+from tests.policies.policy_snapshots import endpoint, snap, workers
 
 RUN_S = 2.0  # each invocation runs 2 s
 

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from policy_snapshots import endpoint, snap, workers
 
 from gpuserve import policies
 from gpuserve.backends.fake import FakeBackend, FakeQueue
@@ -14,6 +13,7 @@ from gpuserve.controller import Controller
 from gpuserve.core import ManualClock, QueueStats, ScaleDecision, apply_guardrails
 from gpuserve.policies.base import PolicyInstance
 from gpuserve.policies.kpa import KpaState, observe
+from tests.policies.policy_snapshots import endpoint, snap, workers
 
 
 def _kpa(params: dict[str, Any] | None = None, **spec_kwargs: Any) -> tuple[PolicyInstance, Any]:

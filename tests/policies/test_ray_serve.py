@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from policy_snapshots import endpoint, snap, workers
 
 from gpuserve import policies
 from gpuserve.backends.fake import FakeBackend, FakeQueue
 from gpuserve.controller import Controller
 from gpuserve.core import ManualClock, QueueStats, WorkerState
 from gpuserve.policies.base import PolicyInstance
+from tests.policies.policy_snapshots import endpoint, snap, workers
 
 
 def _ray(params: dict[str, Any] | None = None, **spec_kwargs: Any) -> tuple[PolicyInstance, Any]:

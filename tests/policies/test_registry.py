@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from policy_snapshots import endpoint, snap
 
 from gpuserve import policies
 from gpuserve.core import ConfigError
+from tests.policies.policy_snapshots import endpoint, snap
 
 ISSUE_POLICIES = {
     "runpod_request_count": None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from policy_snapshots import endpoint, snap, workers
 
 from gpuserve import policies
 from gpuserve.backends.fake import FakeBackend, FakeQueue
@@ -17,6 +16,7 @@ from gpuserve.core import (
     apply_guardrails,
     next_expiry_s,
 )
+from tests.policies.policy_snapshots import endpoint, snap, workers
 
 # -- REQUEST_COUNT: workers = ceil((requestsInQueue + requestsInProgress) / scalerValue) ----------------
 

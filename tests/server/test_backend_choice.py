@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 from gpuserve.core.errors import ConfigError
-from gpuserve.server.serve import backend_factory, default_backend
+from gpuserve.platform import backend_factory, process_backend
 
 
 def test_process_is_the_embedded_default() -> None:
-    assert backend_factory("process") is default_backend
+    assert backend_factory("process") is process_backend
 
 
 def test_docker_name_gives_a_docker_factory() -> None:
     factory = backend_factory("docker")
-    assert callable(factory) and factory is not default_backend
+    assert callable(factory) and factory is not process_backend
 
 
 def test_unknown_backend_names_the_flag_and_value() -> None:

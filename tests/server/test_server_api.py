@@ -12,9 +12,10 @@ from typing import ClassVar
 
 import httpx
 import pytest
-from conftest import FAST, KEY, deployment, wait_until
 
-from gpuserve.server.settings import MIB
+from gpuserve.live.settings import MIB
+from tests.support.live import KEY, deployment, wait_until
+from tests.support.live import SERVER_FAST as FAST
 
 
 def take(worker: httpx.Client, worker_id: str = "w1", batch: int | None = None) -> httpx.Response:
@@ -36,23 +37,23 @@ def done(worker: httpx.Client, job_id: str, body: object, worker_id: str = "w1",
 def test_run_take_done_status_round_trip(make_server, fast_path):
     h = make_server(fast_path=fast_path)
     w = h.add_worker()
-    job_id = h.run({"input": {"x": 1}, "webhook": "http://127.0.0.1:9/x", "s3Config": {"b": 1}})
-    assert h.status(job_id) == {"id": job_id, "status": "IN_QUEUE"}
+    job_id = h.submit({"input": {"x": 1}, "webhook": "http://127.0.0.1:9/x", "s3Config": {"b": 1}})
+    assert h.job_status(job_id) == {"id": job_id, "status": "IN_QUEUE"}
     r = take(w)
     assert r.status_code == 200
     job = r.json()
     assert job == {"id": job_id, "input": {"x": 1}, "webhook": "http://127.0.0.1:9/x", "s3Config": {"b": 1}}
-    running = h.status(job_id)
+    running = h.job_status(job_id)
     assert running["status"] == "IN_PROGRESS" and running["workerId"] == "w1" and "delayTime" in running
     assert done(w, job_id, {"output": {"y": 2}}).status_code == 200
-    body = h.status(job_id)
+    body = h.job_status(job_id)
     assert body["status"] == "COMPLETED" and body["output"] == {"y": 2} and body["workerId"] == "w1"
     assert isinstance(body["delayTime"], int) and isinstance(body["executionTime"], int)
     # POST /status works too (the runpod local server only has POST).
     assert h.client.post(f"/v2/ep/status/{job_id}").json()["status"] == "COMPLETED"
     # Idempotent job-done: a retry of the same post changes nothing.
     assert done(w, job_id, {"output": {"y": 3}}).status_code == 200
-    assert h.status(job_id)["output"] == {"y": 2}
+    assert h.job_status(job_id)["output"] == {"y": 2}
     # Query parameters and errors behave the same on both paths.
     r = h.client.post("/v2/ep/runsync?wait=abc", json={"input": {}})
     assert r.status_code == 422 and "wait" in r.json()["error"] and "abc" in r.json()["error"]
@@ -68,8 +69,8 @@ def test_long_poll_is_woken_by_a_submit_and_204_when_empty(make_server):
     assert take(w, batch=3).status_code == 204
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(take, w)
-        wait_until(lambda: h.rt._takers["ep"], what="the take to park")
-        job_id = h.run({"input": {"n": 1}})
+        wait_until(lambda: h.rt.takers.parked("ep"), what="the take to park")
+        job_id = h.submit({"input": {"n": 1}})
         r = pending.result(timeout=30)
     assert r.status_code == 200 and r.json()["id"] == job_id
 
@@ -77,7 +78,7 @@ def test_long_poll_is_woken_by_a_submit_and_204_when_empty(make_server):
 def test_batch_take_returns_a_list_in_fifo_order(make_server):
     h = make_server()
     w = h.add_worker(capacity=4)
-    ids = [h.run({"input": {"i": i}}) for i in range(5)]
+    ids = [h.submit({"input": {"i": i}}) for i in range(5)]
     r = take(w, batch=3)
     assert r.status_code == 200 and [j["id"] for j in r.json()] == ids[:3]
     r = take(w, batch=3)
@@ -105,7 +106,7 @@ def test_runsync_waits_for_the_result_and_always_returns_the_id(make_server):
     # Nobody takes this one: after ?wait the id and status come back, and the job stays queued.
     r = h.client.post("/v2/ep/runsync?wait=1000", json={"input": {}})
     assert r.status_code == 200 and r.json()["status"] == "IN_QUEUE" and r.json()["id"]
-    assert h.status(r.json()["id"])["status"] == "IN_QUEUE"
+    assert h.job_status(r.json()["id"])["status"] == "IN_QUEUE"
     for bad in (999, 300_001):
         r = h.client.post(f"/v2/ep/runsync?wait={bad}", json={"input": {}})
         assert r.status_code == 422 and "wait" in r.json()["error"] and str(bad) in r.json()["error"]
@@ -114,31 +115,31 @@ def test_runsync_waits_for_the_result_and_always_returns_the_id(make_server):
 def test_failed_errors_progress_and_late_progress(make_server):
     h = make_server()
     w = h.add_worker(capacity=3)
-    a, b, c = (h.run({"input": {"i": i}}) for i in range(3))
+    a, b, c = (h.submit({"input": {"i": i}}) for i in range(3))
     take(w, batch=3)
     done(w, a, {"error": json.dumps({"error_type": "ValueError", "error_message": "nope"})})
-    fa = h.status(a)
+    fa = h.job_status(a)
     assert fa["status"] == "FAILED" and json.loads(fa["error"])["error_message"] == "nope"
     done(w, b, {"output": {"partial": 1}, "error": {"code": 1}})
-    assert h.status(b)["status"] == "FAILED" and json.loads(h.status(b)["error"]) == {"code": 1}
+    assert h.job_status(b)["status"] == "FAILED" and json.loads(h.job_status(b)["error"]) == {"code": 1}
     done(w, c, {"status": "IN_PROGRESS", "output": {"pct": 50}})
-    assert h.status(c) | {} == h.status(c) and h.status(c)["status"] == "IN_PROGRESS"
-    assert h.status(c)["output"] == {"pct": 50}
+    assert h.job_status(c) | {} == h.job_status(c) and h.job_status(c)["status"] == "IN_PROGRESS"
+    assert h.job_status(c)["output"] == {"pct": 50}
     done(w, c, {"output": "final"})
     done(w, c, {"status": "IN_PROGRESS", "output": {"pct": 99}})  # a late progress post
-    assert h.status(c)["status"] == "COMPLETED" and h.status(c)["output"] == "final"
+    assert h.job_status(c)["status"] == "COMPLETED" and h.job_status(c)["output"] == "final"
     # An unreadable result fails the job with a reason instead of losing it silently.
-    d = h.run({"input": {}})
+    d = h.submit({"input": {}})
     take(w)
     r = w.post(f"/job-done/w1/{d}?isStream=false", content=b"{not json")
     assert r.status_code == 400
-    assert h.status(d)["status"] == "FAILED" and "could not be read" in h.status(d)["error"]
+    assert h.job_status(d)["status"] == "FAILED" and "could not be read" in h.job_status(d)["error"]
 
 
 def test_stream_hands_each_chunk_out_once_and_keeps_the_key(make_server):
     h = make_server()
     w = h.add_worker()
-    job_id = h.run({"input": {}})
+    job_id = h.submit({"input": {}})
     first = h.client.get(f"/v2/ep/stream/{job_id}").json()
     assert first == {"id": job_id, "status": "IN_QUEUE", "stream": []}
     take(w)
@@ -157,44 +158,44 @@ def test_stream_hands_each_chunk_out_once_and_keeps_the_key(make_server):
 def test_cancel_queued_and_running_with_stop_signal(make_server):
     h = make_server()
     w = h.add_worker()
-    running, queued = h.run({"input": {"i": 0}}), h.run({"input": {"i": 1}})
+    running, queued = h.submit({"input": {"i": 0}}), h.submit({"input": {"i": 1}})
     assert take(w).json()["id"] == running
     r = h.client.post(f"/v2/ep/cancel/{queued}", headers={"Content-Type": "application/json"})
     assert r.json() == {"id": queued, "status": "CANCELLED"}
     assert take(w).status_code == 204  # a cancelled job is never handed out
     with ThreadPoolExecutor(1) as pool:
         stop = pool.submit(w.get, "/job-stop/w1?gpu=cpu")
-        wait_until(lambda: "w1" in h.rt._stop_waiters, what="the stop poll to park")
+        wait_until(lambda: h.rt.stops.waiting("w1"), what="the stop poll to park")
         assert h.client.post(f"/v2/ep/cancel/{running}").json()["status"] == "CANCELLED"
         r = stop.result(timeout=30)
     assert r.status_code == 200 and r.json() == {"jobsToStop": [running]}
     assert w.get("/job-stop/w1?gpu=cpu").status_code == 204  # each signal goes out once
     # A late result for the cancelled job is ignored.
     done(w, running, {"output": "late"})
-    assert h.status(running)["status"] == "CANCELLED"
+    assert h.job_status(running)["status"] == "CANCELLED"
     assert h.registry.get("w1").in_flight == set()
 
 
 def test_retry_purge_and_health(make_server):
     h = make_server()
     w = h.add_worker()
-    failed = h.run({"input": {}})
+    failed = h.submit({"input": {}})
     take(w)
     done(w, failed, {"error": "boom"})
-    ok = h.run({"input": {}})
+    ok = h.submit({"input": {}})
     take(w)
     done(w, ok, {"output": 1})
     r = h.client.post(f"/v2/ep/retry/{ok}")
     assert r.status_code == 409 and "COMPLETED" in r.json()["error"]
     r = h.client.post(f"/v2/ep/retry/{failed}")
     assert r.json() == {"id": failed, "status": "IN_QUEUE"}
-    assert h.status(failed)["status"] == "IN_QUEUE"
-    more = [h.run({"input": {"i": i}}) for i in range(2)]
+    assert h.job_status(failed)["status"] == "IN_QUEUE"
+    more = [h.submit({"input": {"i": i}}) for i in range(2)]
     health = h.client.get("/v2/ep/health").json()
     assert health["jobs"] == {"completed": 1, "failed": 0, "inProgress": 0, "inQueue": 3, "retried": 1, "cancelled": 0}
     assert health["workers"]["idle"] == 1 and health["workers"]["running"] == 0
     assert h.client.post("/v2/ep/purge-queue").json() == {"removed": 3, "status": "completed"}
-    assert all(h.status(j)["status"] == "NOT_FOUND" for j in [failed, *more])
+    assert all(h.job_status(j)["status"] == "NOT_FOUND" for j in [failed, *more])
     assert h.client.get("/v2/ep/health").json()["jobs"]["inQueue"] == 0
 
 
@@ -237,8 +238,8 @@ def test_bad_requests_are_refused_with_the_field_and_nothing_is_lost(make_server
     ids = []
     for i in range(5):
         c.post("/v2/ep/run", content=b"garbage")
-        ids.append(h.run({"input": {"i": i}}))
-    assert h.store.count() == before + 6 and all(h.status(j)["status"] == "IN_QUEUE" for j in ids)
+        ids.append(h.submit({"input": {"i": i}}))
+    assert h.store.count() == before + 6 and all(h.job_status(j)["status"] == "IN_QUEUE" for j in ids)
 
 
 def test_client_keys_and_worker_tokens_do_not_mix(make_server):
@@ -300,18 +301,18 @@ def test_webhook_is_posted_on_terminal_state_and_retried_on_non_200(make_server)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     try:
         hook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
-        job_id = h.run({"input": {"a": 1}, "webhook": hook})
+        job_id = h.submit({"input": {"a": 1}, "webhook": hook})
         assert take(w).json()["webhook"] == hook
         done(w, job_id, {"output": {"b": 2}})
         wait_until(lambda: len(_Receiver.got) == 3, what="three webhook attempts")
         assert all(g["id"] == job_id and g["status"] == "COMPLETED" and g["output"] == {"b": 2} for g in _Receiver.got)
         codes = wait_until(
-            lambda: len(c := [code for jid, code in h.rt.webhook_log if jid == job_id]) == 3 and c,
+            lambda: len(c := [code for jid, code in h.rt.webhooks.log if jid == job_id]) == 3 and c,
             what="the server to log three attempts",
         )
         assert codes == [500, 503, 200]
         # Failures are delivered too (unlike the runpod local server).
-        failing = h.run({"input": {}, "webhook": hook})
+        failing = h.submit({"input": {}, "webhook": hook})
         take(w)
         done(w, failing, {"error": "bad"})
         wait_until(lambda: len(_Receiver.got) == 4, what="the FAILED webhook")
@@ -324,33 +325,33 @@ def test_execution_timeout_and_ttl(make_server):
     # Maintenance passes run at chosen future times; a long heartbeat keeps the worker "alive" meanwhile.
     h = make_server(settings=replace(FAST, heartbeat_interval_s=3600))
     w = h.add_worker(capacity=2)
-    timed = h.run({"input": {}, "policy": {"executionTimeout": 5000}})
+    timed = h.submit({"input": {}, "policy": {"executionTimeout": 5000}})
     take(w)
     # Run the deadline sweep at a chosen time instead of waiting 5 s of wall time.
     h.maintain(h.rt.clock.now_s() + 5.5)
-    body = h.status(timed)
+    body = h.job_status(timed)
     assert body["status"] == "TIMED_OUT" and "execution timeout" in body["error"]
     assert w.get("/job-stop/w1").json() == {"jobsToStop": [timed]}
     done(w, timed, {"output": "too late"})
-    assert h.status(timed)["status"] == "TIMED_OUT"
-    expiring = h.run({"input": {}, "policy": {"ttl": 10_000}})
+    assert h.job_status(timed)["status"] == "TIMED_OUT"
+    expiring = h.submit({"input": {}, "policy": {"ttl": 10_000}})
     assert take(w).json()["id"] == expiring
     h.maintain(h.rt.clock.now_s() + 11)
-    assert h.status(expiring)["status"] == "NOT_FOUND"  # deleted even mid-run
+    assert h.job_status(expiring)["status"] == "NOT_FOUND"  # deleted even mid-run
     assert w.get("/job-stop/w1").json() == {"jobsToStop": [expiring]}
     # Results expire: /run keeps them 30 min.
-    kept = h.run({"input": {}})
+    kept = h.submit({"input": {}})
     take(w)
     done(w, kept, {"output": 1})
     h.maintain(h.rt.clock.now_s() + 29 * 60)
-    assert h.status(kept)["status"] == "COMPLETED"
+    assert h.job_status(kept)["status"] == "COMPLETED"
     h.maintain(h.rt.clock.now_s() + 31 * 60)
-    assert h.status(kept)["status"] == "NOT_FOUND"
+    assert h.job_status(kept)["status"] == "NOT_FOUND"
 
 
 def test_missed_heartbeats_requeue_then_fail_past_the_retry_limit(make_server):
     h = make_server(settings=replace(FAST, heartbeat_interval_s=0.3))
-    job_id = h.run({"input": {}})
+    job_id = h.submit({"input": {}})
     for n in range(FAST.max_retries + 1):
         wid = f"lost{n}"
         w = h.add_worker(wid)
@@ -366,12 +367,12 @@ def test_missed_heartbeats_requeue_then_fail_past_the_retry_limit(make_server):
 def test_unhealthy_report_requeues_at_once(make_server):
     h = make_server()
     w = h.add_worker()
-    job_id = h.run({"input": {}})
+    job_id = h.submit({"input": {}})
     take(w)
     r = w.get("/ping/w1?status=unhealthy&check=memory&reason=only%201%20GB&runpod_version=1.12.0")
     assert r.status_code == 200
     assert h.registry.get("w1").state.value == "UNHEALTHY"
-    body = h.status(job_id)
+    body = h.job_status(job_id)
     assert body["status"] == "IN_QUEUE" and body["retries"] == 1
     assert take(w).status_code == 204  # an unhealthy worker gets nothing
 
@@ -379,7 +380,7 @@ def test_unhealthy_report_requeues_at_once(make_server):
 def test_stop_pod_drains_the_worker(make_server):
     h = make_server()
     w = h.add_worker()
-    a, b = h.run({"input": {}}), h.run({"input": {}})
+    a, b = h.submit({"input": {}}), h.submit({"input": {}})
     take(w)
     done(w, a, {"output": 1, "stopPod": True})
     assert h.registry.get("w1").draining
@@ -391,8 +392,8 @@ def test_stop_pod_drains_the_worker(make_server):
 def test_operator_routes_and_openapi(make_server):
     h = make_server()
     w = h.add_worker()
-    h.run({"input": {}})
-    h.run({"input": {}})
+    h.submit({"input": {}})
+    h.submit({"input": {}})
     take(w)
     body = h.client.get("/api/endpoints").json()
     (ep,) = body["endpoints"]
@@ -413,7 +414,7 @@ def test_many_concurrent_clients_lose_nothing(make_server):
     h = make_server()
     w = h.add_worker(capacity=64)
     with ThreadPoolExecutor(8) as pool:
-        ids = list(pool.map(lambda i: h.run({"input": {"i": i}}), range(200)))
+        ids = list(pool.map(lambda i: h.submit({"input": {"i": i}}), range(200)))
     assert len(set(ids)) == 200 and h.store.count() == 200
     seen: list[str] = []
     while len(seen) < 200:
@@ -435,9 +436,9 @@ def test_runsync_retention_is_one_minute(make_server):
         assert fut.result(30).json()["status"] == "COMPLETED"
     now = time.time()
     h.maintain(now + 50)
-    assert h.status(job["id"])["status"] == "COMPLETED"
+    assert h.job_status(job["id"])["status"] == "COMPLETED"
     h.maintain(now + 61)
-    assert h.status(job["id"])["status"] == "NOT_FOUND"
+    assert h.job_status(job["id"])["status"] == "NOT_FOUND"
 
 
 def test_deployment_helper_builds_runpod_sdk_deployments():

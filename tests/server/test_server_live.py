@@ -9,7 +9,8 @@ import signal
 from dataclasses import replace
 
 import pytest
-from conftest import KEY, deployment, wait_until
+
+from tests.support.live import KEY, deployment, wait_until
 
 runpod = pytest.importorskip("runpod")
 
@@ -33,7 +34,7 @@ def test_runpod_sdk_sync_and_async_round_trip(rp_endpoint):
     assert ep.run_sync({"x": 1}, timeout=60) == {"echo": {"x": 1}}
     job = ep.run({"y": 2})
     assert job.output(timeout=60) == {"echo": {"y": 2}}
-    body = h.status(job.job_id)
+    body = h.job_status(job.job_id)
     assert body["status"] == "COMPLETED" and body["workerId"] == "w1"
     assert {"delayTime", "executionTime"} <= body.keys()
     assert h.registry.get("w1").state.value == "IDLE"
@@ -55,7 +56,7 @@ def test_runpod_sdk_progress_then_completed(rp_endpoint):
     h, ep = rp_endpoint("misc_runpod.py")
     job = ep.run({"mode": "progress", "hold_s": 3})
     body = h.wait_status(job.job_id, {"IN_PROGRESS"})
-    wait_until(lambda: h.status(job.job_id).get("output") == {"pct": 50} or h.status(job.job_id)["status"] == "COMPLETED")
+    wait_until(lambda: h.job_status(job.job_id).get("output") == {"pct": 50} or h.job_status(job.job_id)["status"] == "COMPLETED")
     body = h.wait_status(job.job_id, {"COMPLETED"})
     assert body["output"] == {"done": True}
 
@@ -64,7 +65,7 @@ def test_runpod_sdk_stream_each_chunk_once_in_order(rp_endpoint):
     h, ep = rp_endpoint("stream_runpod.py")
     job = ep.run({"n": 5})
     assert list(job.stream()) == [{"i": i} for i in range(5)]
-    assert h.status(job.job_id)["output"] == [{"i": i} for i in range(5)]
+    assert h.job_status(job.job_id)["output"] == [{"i": i} for i in range(5)]
 
 
 def test_runpod_sdk_cancel_running_job_reaches_the_handler(rp_endpoint, tmp_path):
@@ -75,7 +76,7 @@ def test_runpod_sdk_cancel_running_job_reaches_the_handler(rp_endpoint, tmp_path
     assert job.cancel()["status"] == "CANCELLED"
     wait_until(marker.exists, what="the handler to see CancelledError")
     assert marker.read_text() == f"cancelled {job.job_id} on w1"
-    assert h.status(job.job_id)["status"] == "CANCELLED"
+    assert h.job_status(job.job_id)["status"] == "CANCELLED"
     # The worker is free again and serves the next job.
     assert ep.run_sync({"sleep_s": 0}, timeout=60)["slept"] == 0
 
@@ -87,13 +88,13 @@ def test_runpod_sdk_execution_timeout_stops_the_job(rp_endpoint, tmp_path):
     body = h.wait_status(job.job_id, {"TIMED_OUT"})
     assert "execution timeout of 5 s" in body["error"]
     wait_until(marker.exists, what="the stop signal to cancel the handler")
-    assert h.status(job.job_id)["status"] == "TIMED_OUT"
+    assert h.job_status(job.job_id)["status"] == "TIMED_OUT"
 
 
 def test_process_backend_sigkill_mid_job_requeues_and_completes(make_server):
     dep = deployment("ep", "slow_async_runpod.py", max_workers=1, idle_timeout_s=60)
     h = make_server([dep], backend="process")
-    job_id = h.run({"input": {"sleep_s": 2}})
+    job_id = h.submit({"input": {"sleep_s": 2}})
     first = h.wait_status(job_id, {"IN_PROGRESS"})["workerId"]
     pid = h.rt.backend.process_id(first)
     os.killpg(pid, signal.SIGKILL)  # the whole worker (its heartbeat process too), as a crashed container
@@ -105,9 +106,9 @@ def test_process_backend_sigkill_mid_job_requeues_and_completes(make_server):
 def test_process_backend_refresh_worker_replaces_the_process(make_server):
     dep = deployment("ep", "misc_runpod.py", max_workers=1, idle_timeout_s=60)
     h = make_server([dep], backend="process")
-    a = h.run({"input": {"mode": "refresh"}})
+    a = h.submit({"input": {"mode": "refresh"}})
     first = h.wait_status(a, {"COMPLETED"})["workerId"]
-    b = h.run({"input": {"mode": "echo"}})
+    b = h.submit({"input": {"mode": "echo"}})
     second = h.wait_status(b, {"COMPLETED"}, timeout_s=90)["workerId"]
     assert second != first
 
@@ -127,11 +128,11 @@ def test_restart_recovers_queued_and_in_progress_jobs(make_server, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     first = make_server([deployment("ep", "echo_runpod.py")], data_dir=data)
-    queued = [first.run({"input": {"i": i}}) for i in range(3)]
+    queued = [first.submit({"input": {"i": i}}) for i in range(3)]
     w = first.add_worker()
     running = w.get("/job-take/w1?job_in_progress=0").json()["id"]
     assert running == queued[0]
-    first.close()
+    first.stop()
     second = make_server([deployment("ep", "echo_runpod.py", idle_timeout_s=60)], data_dir=data, backend="process")
     for i, job_id in enumerate(queued):
         body = second.wait_status(job_id, {"COMPLETED"}, timeout_s=90)
@@ -146,7 +147,7 @@ def test_controller_scales_zero_to_n_and_back_to_min(make_server, min_workers):
     )
     h = make_server([dep], backend="process")
     wait_until(lambda: len(h.rt.worker_views("ep")) == min_workers, what=f"{min_workers} active worker(s)")
-    ids = [h.run({"input": {"sleep_s": 1}}) for _ in range(6)]
+    ids = [h.submit({"input": {"sleep_s": 1}}) for _ in range(6)]
     # Six queued jobs with one job per worker: the request-count policy asks for 6, max allows 3.
     wait_until(lambda: len(h.rt.worker_views("ep")) == 3, what="three workers")
     steps = [h.rt.controller.last_step("ep")]

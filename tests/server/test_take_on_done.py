@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import deployment, wait_until
+
+from tests.support.live import deployment, wait_until
 
 HEADER = "x-gpuserve-take-on-done"
 
@@ -14,7 +15,7 @@ HEADER = "x-gpuserve-take-on-done"
 def test_job_done_hands_over_queued_jobs_only_when_asked(make_server, fast_path):
     h = make_server(fast_path=fast_path)
     w = h.add_worker()
-    ids = [h.run({"input": {"i": i}}) for i in range(4)]
+    ids = [h.submit({"input": {"i": i}}) for i in range(4)]
     r = w.get("/job-take/w1")
     assert r.status_code == 200 and r.headers[HEADER] == "1"  # the announcement gpuserve's SDK looks for
     assert r.json()["id"] == ids[0]
@@ -22,7 +23,7 @@ def test_job_done_hands_over_queued_jobs_only_when_asked(make_server, fast_path)
     # Without the flag the answer is Runpod's, and nothing else is handed out.
     plain = w.post(f"/job-done/w1/{ids[0]}?isStream=false", json={"output": 0})
     assert plain.json() == {"id": ids[0], "accepted": "COMPLETED"}
-    assert h.status(ids[1])["status"] == "IN_QUEUE"
+    assert h.job_status(ids[1])["status"] == "IN_QUEUE"
 
     r = w.get("/job-take/w1")
     assert r.json()["id"] == ids[1]
@@ -32,21 +33,21 @@ def test_job_done_hands_over_queued_jobs_only_when_asked(make_server, fast_path)
     assert body["id"] == ids[1] and body["accepted"] == "COMPLETED"
     assert [j["id"] for j in body["next"]] == ids[2:]
     assert body["next"][0] == {"id": ids[2], "input": {"i": 2}}
-    assert h.status(ids[1])["output"] == 1
+    assert h.job_status(ids[1])["output"] == 1
     for job_id in ids[2:]:
-        st = h.status(job_id)
+        st = h.job_status(job_id)
         assert st["status"] == "IN_PROGRESS" and st["workerId"] == "w1"
     assert h.registry.get("w1").in_flight == set(ids[2:])  # type: ignore[union-attr]
 
     # A progress update never takes jobs; an empty queue hands over an empty list.
-    extra = h.run({"input": {"i": 9}})
+    extra = h.submit({"input": {"i": 9}})
     r = w.post(f"/job-done/w1/{ids[2]}?gpuserve_take=1", json={"status": "IN_PROGRESS", "output": "half"})
-    assert "next" not in r.json() and h.status(extra)["status"] == "IN_QUEUE"
+    assert "next" not in r.json() and h.job_status(extra)["status"] == "IN_QUEUE"
     w.post(f"/job-done/w1/{ids[2]}?gpuserve_take=1", json={"output": 2})
     w.post(f"/job-done/w1/{ids[3]}?gpuserve_take=1", json={"output": 3})  # took `extra`
     r = w.post(f"/job-done/w1/{extra}?gpuserve_take=1", json={"output": 9})
     assert r.json() == {"id": extra, "accepted": "COMPLETED", "next": []}
-    assert all(h.status(j)["status"] == "COMPLETED" for j in [*ids, extra])
+    assert all(h.job_status(j)["status"] == "COMPLETED" for j in [*ids, extra])
 
     r = w.post(f"/job-done/w1/{extra}?gpuserve_take=x", json={"output": 9})
     assert r.status_code == 422 and "gpuserve_take" in r.json()["error"]
@@ -55,12 +56,12 @@ def test_job_done_hands_over_queued_jobs_only_when_asked(make_server, fast_path)
 def test_a_draining_worker_is_handed_nothing(make_server):
     h = make_server()
     w = h.add_worker()
-    first = h.run({"input": {}})
-    second = h.run({"input": {}})
+    first = h.submit({"input": {}})
+    second = h.submit({"input": {}})
     assert w.get("/job-take/w1").json()["id"] == first
     h.registry.set_draining("w1", True)
     r = w.post(f"/job-done/w1/{first}?gpuserve_take=1", json={"output": 1})
-    assert r.json()["next"] == [] and h.status(second)["status"] == "IN_QUEUE"
+    assert r.json()["next"] == [] and h.job_status(second)["status"] == "IN_QUEUE"
 
 
 @pytest.mark.parametrize("client", ["lean", "httpx"])
@@ -77,7 +78,7 @@ def test_gpuserve_worker_takes_its_next_jobs_with_its_results(make_server, monke
         return jobs
 
     monkeypatch.setattr(h.rt, "take_now", counting_take_now)
-    ids = [h.run({"input": {"i": i}}) for i in range(6)]  # queued before the worker exists
+    ids = [h.submit({"input": {"i": i}}) for i in range(6)]  # queued before the worker exists
     dep = h.rt.endpoints["ep"].deployment
     h.spawn_worker(dep, "w1")
     for i, job_id in enumerate(ids):
@@ -118,9 +119,9 @@ def test_pipelined_requests_and_connection_close_are_answered_whole_and_in_order
 def test_large_answers_arrive_whole(make_server):
     h = make_server()
     w = h.add_worker()
-    job_id = h.run({"input": {}})
+    job_id = h.submit({"input": {}})
     assert w.get("/job-take/w1").json()["id"] == job_id
     big = "x" * (3 * 1024 * 1024)  # well past the point where gathered writes go out at once
     w.post(f"/job-done/w1/{job_id}", json={"output": big})
     for _ in range(3):  # on one kept-alive connection, several times
-        assert h.status(job_id)["output"] == big
+        assert h.job_status(job_id)["output"] == big

@@ -73,6 +73,12 @@ def test_bad_set_and_sweep_values_exit_2() -> None:
         assert "error:" in result.output and "Traceback" not in result.output
 
 
+def test_an_error_quotes_user_input_with_brackets_as_given() -> None:
+    result = runner.invoke(app, ["simulate", "missing[bold].yaml"])
+    assert result.exit_code == 2
+    assert "error: scenario is not a file, was 'missing[bold].yaml'" in result.output
+
+
 def test_console_script_reports_a_bad_file_without_a_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("endpoints:\n  - id: a\n    workload: {kind: poisson, rate_per_s: -2}\n")

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 import pytest
-from sim_builders import endpoint, run
 
 from gpuserve.controller import Controller
 from gpuserve.core.types import EndpointSnapshot, EndpointSpec, ScaleDecision, WorkerState
@@ -17,6 +16,7 @@ from gpuserve.sim.engine import SimConfig, SimEndpoint, Simulation
 from gpuserve.sim.hosts import HostSpec
 from gpuserve.sim.service import Constant, Exponential, Lognormal
 from gpuserve.sim.workload import Bursty, Poisson
+from tests.sim.sim_builders import endpoint, run
 
 COLD = ColdStartProfile(image_size_gb=2.0, pull_bandwidth_gb_s=1.0, container_start_s=1.0, runtime_init_s=2.0, flash_resume_s=0.5)
 

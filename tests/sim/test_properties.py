@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sim_builders import endpoint, run
 
 from gpuserve.sim.coldstart import ColdStartProfile
 from gpuserve.sim.hosts import HostSpec
 from gpuserve.sim.service import Exponential, Lognormal
 from gpuserve.sim.workload import Bursty, Poisson
+from tests.sim.sim_builders import endpoint, run
 
 POLICIES = ["runpod_request_count", "runpod_queue_delay", "fixed_keepalive", "knative_kpa", "ray_serve", "hybrid_histogram"]
 

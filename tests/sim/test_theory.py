@@ -10,13 +10,13 @@ import math
 
 import numpy as np
 import pytest
-from sim_builders import endpoint, run
 
 from gpuserve.sim.billing import BillingModel
 from gpuserve.sim.coldstart import ColdStartProfile
 from gpuserve.sim.engine import SimConfig, Simulation
 from gpuserve.sim.service import Exponential
 from gpuserve.sim.workload import Poisson
+from tests.sim.sim_builders import endpoint, run
 
 
 def erlang_c(c: int, offered: float) -> float:

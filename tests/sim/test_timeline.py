@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from sim_builders import endpoint, intervals_of, run
 
 from gpuserve.sim.coldstart import ColdStartProfile, ModelSource
 from gpuserve.sim.hosts import HostSpec
 from gpuserve.sim.service import Constant
+from tests.sim.sim_builders import endpoint, intervals_of, run
 
 # image 10 GB at 1 GB/s = 10 s, container 2 s, runtime 3 s, weights 8 GB from host cache at 4 GB/s = 2 s.
 STAGED = ColdStartProfile(

@@ -134,12 +134,12 @@ def test_purge_removes_only_queued(store):
 def test_lost_worker_requeues_first_then_fails_past_limit(store):
     a, b = submit(store, 2)
     store.take("ep", "w1", 1, 2)
-    requeued = store.requeue_worker_jobs("w1", "worker w1 missed 3 heartbeats", 3, max_retries=1)
+    requeued = store.requeue("w1", [a.id, b.id], "worker w1 missed 3 heartbeats", 3, max_retries=1)
     assert [j.id for j in requeued] == [a.id]
     assert store.get(a.id).status is JobStatus.IN_QUEUE and store.get(a.id).retries == 1
     # The requeued job keeps its place: it goes out before the younger one.
     assert [j.id for j in store.take("ep", "w2", 1, 4)] == [a.id]
-    store.requeue_worker_jobs("w2", "worker w2 exited", 5, max_retries=1)
+    store.requeue("w2", [a.id], "worker w2 exited", 5, max_retries=1)
     job = store.get(a.id)
     assert job.status is JobStatus.FAILED
     assert "worker w2 exited" in job.error and "1 retries" in job.error

@@ -10,10 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from worker_peer import Peer
 
-from gpuserve.backends.base import Deployment, worker_env
+from gpuserve.backends.base import worker_env
 from gpuserve.core.types import EndpointSpec
+from gpuserve.live.deployment import Deployment
+from tests.support.peer import Peer
 
 TOKEN = "wk_test_token"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_harness import Live, deployment
 
 from gpuserve.core.types import WorkerState
-from gpuserve.server.workers import WorkerRegistry
+from gpuserve.live.registry import WorkerRegistry
+from tests.support.live import Live, code_deployment
 
 HEADER = {
     "gpuserve": "from gpuserve import serverless\n",
@@ -34,7 +34,7 @@ class RecordingRegistry(WorkerRegistry):
 
 
 def _dep(tmp_path: Path, sdk: str, name: str, body: str, **kw: Any):
-    return deployment(tmp_path, f"{name}-{sdk}", HEADER[sdk] + body, sdk=sdk, **kw)
+    return code_deployment(tmp_path, f"{name}-{sdk}", HEADER[sdk] + body, sdk=sdk, **kw)
 
 
 KINDS = {
@@ -106,11 +106,10 @@ serverless.start({"handler": handler, "concurrency_modifier": lambda current: 4}
 
 
 @pytest.mark.parametrize("sdk", SDKS)
-def test_concurrency_four_async_jobs_per_worker(tmp_path: Path, sdk: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_concurrency_four_async_jobs_per_worker(tmp_path: Path, sdk: str) -> None:
     dep = _dep(tmp_path, sdk, "conc", CONCURRENT, max_workers=1, concurrency=4, env={"RUNPOD_LOG_LEVEL": "DEBUG"})
     registry = RecordingRegistry()
-    monkeypatch.setattr("live_harness.WorkerRegistry", lambda: registry)
-    with Live(tmp_path, [dep]) as live:
+    with Live(tmp_path, [dep], registry=registry) as live:
         # One job first: it starts alone, so it also ends alone and frees exactly one slot.
         ids = [live.run(dep.endpoint_id, {"n": 0})]
         live.wait(dep.endpoint_id, ids[0], {"IN_PROGRESS"})
@@ -142,7 +141,7 @@ serverless.start({"handler": handler})
 
 def test_cpu_bound_sync_handler_keeps_the_worker_alive(tmp_path: Path) -> None:
     # 0.4-s heartbeats: 1.2 s of silence would mark the worker UNHEALTHY and requeue its job.
-    from live_harness import FAST
+    from tests.support.live import FAST
 
     settings = replace(FAST, heartbeat_interval_s=0.4)
     dep = _dep(tmp_path, "gpuserve", "cpu", CPU_BOUND)
@@ -261,11 +260,10 @@ def test_refresh_worker_replaces_the_process(tmp_path: Path, sdk: str) -> None:
     assert second["workerId"] != first["workerId"] and second["output"] == second["workerId"]
 
 
-def test_examples_served_from_their_endpoints_yaml(tmp_path: Path) -> None:
+def test_examples_served_from_their_endpoints_yaml(tmp_path: Path, pytestconfig: pytest.Config) -> None:
     from gpuserve.config.endpoints import load_endpoints
 
-    root = Path(__file__).resolve().parents[2]
-    deps = [e.deployment for e in load_endpoints(root / "examples" / "endpoints.yaml").endpoints]
+    deps = [e.deployment for e in load_endpoints(pytestconfig.rootpath / "examples" / "endpoints.yaml").endpoints]
     inputs = {
         "echo": ({"x": 1}, {"echo": {"x": 1}}),
         "streaming": ({"text": "a b", "delay_s": 0}, [{"index": 0, "token": "a"}, {"index": 1, "token": "b"}]),

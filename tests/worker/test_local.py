@@ -19,8 +19,11 @@ import gpuserve
 from gpuserve.worker.env import WorkerEnv
 from gpuserve.worker.runner import handler_kind, shape_return
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
+
+@pytest.fixture
+def examples(pytestconfig: pytest.Config) -> Path:
+    """The checkout's examples/ folder (the tests' root folder holds pyproject.toml)."""
+    return pytestconfig.rootpath / "examples"
 
 
 def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -76,13 +79,13 @@ def test_env_placeholders_and_urls() -> None:
         WorkerEnv.from_environ({"RUNPOD_PING_INTERVAL": "often"})
 
 
-def test_import_gpuserve_stays_light() -> None:
+def test_import_gpuserve_stays_light(pytestconfig: pytest.Config) -> None:
     code = (
         "import sys, gpuserve; from gpuserve import serverless; assert gpuserve.serverless is serverless;"
         "heavy = {m.split('.')[0] for m in sys.modules} & {'typer', 'fastapi', 'pandas', 'rich', 'pydantic', 'simpy', 'numpy', 'yaml'};"
         "print(sorted(heavy))"
     )
-    out = _run(["-c", code], ROOT)
+    out = _run(["-c", code], pytestconfig.rootpath)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -96,8 +99,10 @@ def test_import_gpuserve_stays_light() -> None:
         ("slow_progress", '{"input": {"steps": 2, "work": 10}}', None),
     ],
 )
-def test_examples_run_with_test_input(example: str, flag: str, expected: dict | None, tmp_path: Path) -> None:
-    out = _run([str(EXAMPLES / example / "handler.py"), "--test_input", flag], tmp_path)
+def test_examples_run_with_test_input(
+    example: str, flag: str, expected: dict | None, tmp_path: Path, examples: Path
+) -> None:
+    out = _run([str(examples / example / "handler.py"), "--test_input", flag], tmp_path)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if expected is not None:
@@ -107,9 +112,17 @@ def test_examples_run_with_test_input(example: str, flag: str, expected: dict | 
         assert '[progress] {"step": 1, "of": 2, "pct": 50}' in out.stderr
 
 
-def test_test_input_json_beside_the_handler_is_used(tmp_path: Path) -> None:
+def test_gpu_worker_example_loads_its_model_once_and_serves_its_test_input(tmp_path: Path, examples: Path) -> None:
+    out = _run([str(examples / "gpu_worker" / "handler.py")], tmp_path, {"MODEL_PATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])["output"]
+    assert result["weights"] == "seed 0" and result["device"] in ("python", "cpu", "cuda")
+    assert isinstance(result["y"], float) and out.stdout.count("model loaded on") == 1
+
+
+def test_test_input_json_beside_the_handler_is_used(tmp_path: Path, examples: Path) -> None:
     # Run from another folder: the file beside the handler is found anyway.
-    out = _run([str(EXAMPLES / "echo" / "handler.py")], tmp_path)
+    out = _run([str(examples / "echo" / "handler.py")], tmp_path)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {"output": {"echo": {"message": "hello"}}}
 
@@ -230,6 +243,6 @@ def test_dev_server_behaves_like_the_platform(dev_server: str) -> None:
 
 
 def test_lazy_serverless_attribute() -> None:
-    assert gpuserve.serverless.start.__module__ == "gpuserve.worker.serverless"
+    assert gpuserve.serverless.start.__module__ == "gpuserve.worker.entrypoint"
     with pytest.raises(AttributeError):
         _ = gpuserve.no_such_thing  # type: ignore[attr-defined]

@@ -6,8 +6,8 @@ import json
 import signal
 from pathlib import Path
 
-from conftest import TOKEN, worker_log
-from worker_peer import Peer
+from tests.support.peer import Peer
+from tests.worker.conftest import TOKEN, worker_log
 
 ECHO = """
 from gpuserve import serverless

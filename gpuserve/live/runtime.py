@@ -1,9 +1,9 @@
-"""The server's live core: store + worker registry + controller, with the waits (long polls, runsync) on asyncio.
+"""The live runtime: store + worker registry + controller, serving the HTTP routes' calls on asyncio.
 
-Everything here runs on the server's event loop. Long-polling job-takes park on futures
-that a submit wakes at once (no sleeping poll loop), /runsync parks on a future the
-job's end resolves, and one background task applies deadlines, checks heartbeats and
-runs the core Controller over the live backend with a wall clock.
+Everything here runs on the server's event loop. The waits (parked job-takes, /runsync,
+job-stop) are gpuserve.live.waiters, webhook delivery is gpuserve.live.webhooks; one
+background task applies deadlines, checks heartbeats, releases the jobs of lost workers
+and runs the core Controller over the live backend with a wall clock.
 """
 
 from __future__ import annotations
@@ -11,22 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
-from gpuserve.backends.base import Deployment, LiveBackend
 from gpuserve.controller import Controller
 from gpuserve.core.clock import Clock
 from gpuserve.core.jobs import JobStatus
 from gpuserve.core.types import WorkerState, WorkerView
-from gpuserve.server.settings import ServerSettings
-from gpuserve.server.workers import LiveWorker, WorkerRegistry
+from gpuserve.live.backend import LiveBackend
+from gpuserve.live.clock import WallClock
+from gpuserve.live.deployment import Deployment
+from gpuserve.live.registry import LiveWorker, WorkerRegistry
+from gpuserve.live.settings import ServerSettings
+from gpuserve.live.waiters import DoneWaiters, StopSignals, TakeWaiters
+from gpuserve.live.webhooks import WebhookSender
 from gpuserve.store.base import Job, JobStore, SweepKind
-from gpuserve.wallclock import WallClock
 
 __all__ = ["Endpoint", "Runtime"]
 
@@ -43,11 +43,6 @@ class Endpoint:
     @property
     def endpoint_id(self) -> str:
         return self.deployment.endpoint_id
-
-
-def _set_none(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class Runtime:
@@ -76,25 +71,19 @@ class Runtime:
             self.controller = Controller(
                 [e.deployment.spec for e in self.endpoints.values()], backend, store, self.clock
             )
-        self._takers: dict[str, deque[asyncio.Future[None]]] = {eid: deque() for eid in self.endpoints}
-        self._taker_of: dict[asyncio.Future[None], LiveWorker] = {}  # parked job-take -> its worker
-        self._done_waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._stops: dict[str, list[str]] = {}
-        self._stop_waiters: dict[str, asyncio.Future[None]] = {}
-        self._stopped: dict[str, set[str]] = {}  # worker -> jobs told to stop that it may still run
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.takers = TakeWaiters()
+        self.done_waiters = DoneWaiters()
+        self.stops = StopSignals()
+        self.webhooks = WebhookSender(self.settings)
         self._loop_task: asyncio.Task[None] | None = None
-        self._http: httpx.AsyncClient | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._next_tick_s = 0.0
         self._next_poll_s = 0.0
-        self.webhook_log: list[tuple[str, int | str]] = []  # (job id, HTTP status or error), newest last
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self._http = httpx.AsyncClient(timeout=self.settings.webhook_timeout_s)
         if self.backend is not None:
             for ep in self.endpoints.values():
                 self.backend.configure(ep.deployment)
@@ -118,20 +107,19 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
-        for q in self._takers.values():
-            for fut in q:
-                _set_none(fut)
-        for fut in self._stop_waiters.values():
-            _set_none(fut)
+        self.takers.wake_all()
+        self.stops.wake_all()
         if self.backend is not None:
             await asyncio.to_thread(self.backend.shutdown)
 
     async def stop(self) -> None:
         await self.drain_workers()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._http is not None:
-            await self._http.aclose()
+        await self.webhooks.close()
+
+    @property
+    def closing(self) -> bool:
+        """Set once the drain began: long polls answer at once instead of parking."""
+        return self._closing
 
     # -- client side -------------------------------------------------------------------------------
 
@@ -157,7 +145,7 @@ class Runtime:
         # Scale first, then wake: a flash-boot revival clears its worker's drain inside
         # _arrival, so its parked take (skipped while draining) can receive this job.
         self._arrival(endpoint_id, low_priority)
-        self._wake_takers(endpoint_id, 1)
+        self.takers.wake(endpoint_id, 1)
         return job
 
     def _arrival(self, endpoint_id: str, low_priority: bool) -> None:
@@ -173,19 +161,7 @@ class Runtime:
         job = self.store.get(job_id)
         if job is None or job.status.is_terminal:
             return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        waiters = self._done_waiters.setdefault(job_id, [])
-        waiters.append(fut)
-        handle = loop.call_later(timeout_s, _set_none, fut)
-        try:
-            await fut
-        finally:
-            handle.cancel()
-            with contextlib.suppress(ValueError):
-                waiters.remove(fut)
-            if not waiters:
-                self._done_waiters.pop(job_id, None)
+        await self.done_waiters.wait(job_id, timeout_s)
 
     def cancel(self, job_id: str) -> Job | None:
         result = self.store.cancel(job_id, self.clock.now_s())
@@ -201,7 +177,7 @@ class Runtime:
     def retry(self, job_id: str) -> Job:
         job = self.store.retry(job_id, self.clock.now_s())
         self._arrival(job.endpoint_id, job.low_priority)
-        self._wake_takers(job.endpoint_id, 1)
+        self.takers.wake(job.endpoint_id, 1)
         return job
 
     def worker_views(self, endpoint_id: str) -> Sequence[WorkerView]:
@@ -232,23 +208,7 @@ class Runtime:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._closing:
                 return []
-            fut: asyncio.Future[None] = loop.create_future()
-            queue = self._takers.setdefault(eid, deque())
-            queue.append(fut)
-            self._taker_of[fut] = worker
-            handle = loop.call_later(remaining, _set_none, fut)
-            try:
-                await fut
-            except asyncio.CancelledError:
-                # The worker hung up; if a submit had already picked this taker, pass the wake on.
-                if fut.done() and not fut.cancelled():
-                    self._wake_takers(eid, 1)
-                raise
-            finally:
-                handle.cancel()
-                self._taker_of.pop(fut, None)
-                with contextlib.suppress(ValueError):
-                    queue.remove(fut)
+            await self.takers.park(worker, remaining)
 
     def take_now(self, worker: LiveWorker, max_jobs: int) -> list[Job]:
         """Up to `max_jobs` queued jobs for the worker at once, without waiting (job-done's gpuserve_take)."""
@@ -259,27 +219,6 @@ class Runtime:
         if jobs:
             self.registry.on_take(worker.worker_id, [j.id for j in jobs], now)
         return jobs
-
-    def _wake_takers(self, endpoint_id: str, count: int) -> None:
-        queue = self._takers.get(endpoint_id)
-        while queue and count > 0:
-            # Newest worker first, as the simulator (and SimFaaS, Lambda) dispatch: load packs onto
-            # recent workers so older idle ones reach their idle timeout and stop. A draining
-            # worker (stopped, OUTDATED, stopPod) takes nothing, so waking it would waste the wake.
-            best: asyncio.Future[None] | None = None
-            best_created_s = float("-inf")
-            for fut in queue:
-                owner = self._taker_of.get(fut)
-                if fut.done() or (owner is not None and owner.draining):
-                    continue
-                created_s = owner.created_s if owner is not None else float("-inf")
-                if best is None or created_s > best_created_s:
-                    best, best_created_s = fut, created_s
-            if best is None:
-                return
-            queue.remove(best)
-            best.set_result(None)
-            count -= 1
 
     def job_done(self, worker: LiveWorker, job_id: str, body: Any) -> str:
         now = self.clock.now_s()
@@ -305,66 +244,37 @@ class Runtime:
     def recycle(self, worker_id: str) -> None:
         """stopPod: hand this worker nothing more; the backend replaces it once its jobs end."""
         self.registry.set_draining(worker_id, True)
-        recycle = getattr(self.backend, "recycle", None)
-        if callable(recycle):
-            try:
-                recycle(worker_id)
-            except Exception:
-                log.exception("backend could not recycle worker %s", worker_id)
+        if self.backend is None:
+            return
+        try:
+            self.backend.recycle(worker_id)
+        except Exception:
+            log.exception("backend could not recycle worker %s", worker_id)
 
     def stream_chunk(self, worker: LiveWorker, job_id: str, chunk: Any) -> bool:
         return self.store.add_chunk(job_id, worker.worker_id, chunk)
 
     def ping(self, worker: LiveWorker, job_ids: list[str], unhealthy_reason: str | None) -> None:
-        now = self.clock.now_s()
-        self.registry.on_ping(worker.worker_id, job_ids, now)
-        stopped = self._stopped.get(worker.worker_id)
-        if stopped:
-            # A stop that reached the SDK between its take and the start of the job's task is
-            # dropped there ("no in-progress job"); while the heartbeat still lists it, resend.
-            listed = set(job_ids)
-            pending = set(self._stops.get(worker.worker_id, ()))
-            for job_id in sorted(stopped & listed - pending):
-                self._signal_stop(worker.worker_id, job_id)
-            stopped &= listed
+        self.registry.on_ping(worker.worker_id, job_ids, self.clock.now_s())
+        self.stops.resend_listed(worker.worker_id, job_ids)
         if unhealthy_reason is not None:
             self.lose_worker(worker.worker_id, f"worker {worker.worker_id} reported unhealthy: {unhealthy_reason}")
 
     async def stop_signals(self, worker: LiveWorker) -> list[str]:
         """Long poll for the job-stop channel: ids of this worker's jobs that were cancelled or timed out."""
-        wid = worker.worker_id
-        pending = self._stops.get(wid)
-        if not pending and not self._closing:
-            loop = asyncio.get_running_loop()
-            fut = self._stop_waiters.get(wid)
-            if fut is None or fut.done():
-                fut = loop.create_future()
-                self._stop_waiters[wid] = fut
-            handle = loop.call_later(self.settings.poll_timeout_s, _set_none, fut)
-            try:
-                await asyncio.shield(fut)
-            finally:
-                handle.cancel()
-        return self._stops.pop(wid, [])
-
-    def _signal_stop(self, worker_id: str, job_id: str) -> None:
-        self._stops.setdefault(worker_id, []).append(job_id)
-        self._stopped.setdefault(worker_id, set()).add(job_id)
-        fut = self._stop_waiters.pop(worker_id, None)
-        if fut is not None:
-            _set_none(fut)
+        return await self.stops.wait(worker.worker_id, self.settings.poll_timeout_s, self._closing)
 
     def lose_worker(self, worker_id: str, reason: str) -> None:
         """A worker is gone or unfit: mark it UNHEALTHY and requeue (or fail) what it held."""
         now = self.clock.now_s()
         self.registry.set_state(worker_id, WorkerState.UNHEALTHY, now)
-        jobs = self.store.requeue_worker_jobs(worker_id, reason, now, self.settings.max_retries)
+        held = self.registry.release_jobs(worker_id, now)
+        jobs = self.store.requeue(worker_id, held, reason, now, self.settings.max_retries)
         for job in jobs:
-            self.registry.on_job_end(worker_id, job.id, now)
             if job.status.is_terminal:
                 self._job_ended(job, None)
             else:
-                self._wake_takers(job.endpoint_id, 1)
+                self.takers.wake(job.endpoint_id, 1)
                 self._arrival(job.endpoint_id, job.low_priority)
         if jobs:
             log.warning("%s; %d job(s) requeued or failed", reason, len(jobs))
@@ -375,31 +285,10 @@ class Runtime:
         if worker_id is not None:
             self.registry.on_job_end(worker_id, job.id, self.clock.now_s())
             if stop_worker_job:
-                self._signal_stop(worker_id, job.id)
-        for fut in self._done_waiters.pop(job.id, []):
-            _set_none(fut)
+                self.stops.signal(worker_id, job.id)
+        self.done_waiters.release(job.id)
         if job.webhook and job.status.is_terminal:
-            self._spawn(self._deliver_webhook(job.webhook, job.id, job.status_body()))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _deliver_webhook(self, url: str, job_id: str, body: dict[str, Any]) -> None:
-        """POST the /status body once; a non-200 answer or an error is retried (twice by default)."""
-        assert self._http is not None
-        for attempt in range(self.settings.webhook_attempts):
-            try:
-                resp = await self._http.post(url, json=body)
-                self.webhook_log.append((job_id, resp.status_code))
-                if resp.status_code == 200:
-                    return
-            except httpx.HTTPError as exc:
-                self.webhook_log.append((job_id, type(exc).__name__))
-            if attempt + 1 < self.settings.webhook_attempts:
-                await asyncio.sleep(self.settings.webhook_retry_delay_s)
-        log.warning("webhook for job %s to %s failed after %d attempts", job_id, url, self.settings.webhook_attempts)
+            self.webhooks.send(job.webhook, job.id, job.status_body())
 
     # -- background ---------------------------------------------------------------------------------
 
@@ -421,21 +310,18 @@ class Runtime:
             elif event.kind is SweepKind.TTL_EXPIRED:
                 if event.worker_id is not None:
                     self.registry.on_job_end(event.worker_id, job.id, now)
-                    self._signal_stop(event.worker_id, job.id)
-                for fut in self._done_waiters.pop(job.id, []):
-                    _set_none(fut)
+                    self.stops.signal(event.worker_id, job.id)
+                self.done_waiters.release(job.id)
         for worker in self.registry.silent_since(now, self.settings.liveness_timeout_s):
             self.lose_worker(
                 worker.worker_id,
                 f"worker {worker.worker_id} missed {self.settings.missed_heartbeats} heartbeats",
             )
-        # Jobs held by workers the backend has reaped or marked UNHEALTHY (crash, SIGKILL).
-        for worker_id in self.store.busy_workers():
-            w = self.registry.get(worker_id)
-            if w is None:
-                self.lose_worker(worker_id, f"worker {worker_id} exited")
-            elif w.state is WorkerState.UNHEALTHY:
-                self.lose_worker(worker_id, f"worker {worker_id} is unhealthy")
+        # Jobs held by workers the backend has reaped (crash, SIGKILL) or marked UNHEALTHY.
+        for worker_id in self.registry.orphaned():
+            self.lose_worker(worker_id, f"worker {worker_id} exited")
+        for worker_id in self.registry.unhealthy_holding_jobs():
+            self.lose_worker(worker_id, f"worker {worker_id} is unhealthy")
         if self.backend is not None and self.controller is not None:
             if now >= self._next_poll_s:
                 self._next_poll_s = now + min(0.25, self.settings.tick_interval_s)

@@ -1,4 +1,4 @@
-"""The live CLI commands: `serve` a endpoints.yaml, and `endpoints`, `run`, `logs` against a running server."""
+"""`gpuserve serve` an endpoints.yaml, and `endpoints`, `run`, `logs` against a running server."""
 
 from __future__ import annotations
 
@@ -9,24 +9,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-__all__ = ["register"]
-
-console = Console()
-err_console = Console(stderr=True)
+from gpuserve.cli.root import app, console, err_console, fail
+from gpuserve.core.jobs import TERMINAL_STATUSES, JobStatus
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-_TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 
 UrlOpt = Annotated[str | None, typer.Option("--url", help=f"server URL (default $GPUSERVE_URL or {DEFAULT_URL})")]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", help="client API key (default $GPUSERVE_API_KEY)")]
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 class _Client:
@@ -45,19 +36,20 @@ class _Client:
         try:
             resp = self._http.request(method, path, **kw)
         except self._httpx.ConnectError:
-            raise _fail(f"cannot reach the server at {self.url} (is `gpuserve serve` running?)") from None
+            raise fail(f"cannot reach the server at {self.url} (is `gpuserve serve` running?)") from None
         except self._httpx.HTTPError as exc:
-            raise _fail(f"request to {self.url}{path} failed: {exc}") from None
+            raise fail(f"request to {self.url}{path} failed: {exc}") from None
         try:
             body = resp.json()
         except ValueError:
             body = {"error": resp.text.strip()[:300]}
         if resp.status_code >= 400:
             message = body.get("error") if isinstance(body, dict) else None
-            raise _fail(f"HTTP {resp.status_code}: {message or body}")
+            raise fail(f"HTTP {resp.status_code}: {message or body}")
         return body
 
 
+@app.command()
 def serve(
     config: Annotated[Path, typer.Argument(help="endpoints.yaml: the endpoints to serve")],
     host: Annotated[str | None, typer.Option("--host", help="bind address (default: the file's, else 127.0.0.1)")] = None,
@@ -69,29 +61,19 @@ def serve(
     """Serve the Runpod-compatible API for the endpoints in CONFIG, scaling workers (processes or containers)."""
     from gpuserve.config.endpoints import load_endpoints
     from gpuserve.core.errors import GpuserveError
-    from gpuserve.server.app import create_app
-    from gpuserve.server.fastpath import FastPath
-    from gpuserve.server.serve import (
-        GracefulServer,
-        backend_factory,
-        bind_socket,
-        runtime_from_config,
-        url_of,
-        uvicorn_config,
-    )
+    from gpuserve.platform import Platform
 
     try:
         cfg = load_endpoints(config)
-        bind_host = host or cfg.server.host
-        bind_port = cfg.server.port if port is None else port
         try:
-            sock = bind_socket(bind_host, bind_port)
+            platform = Platform.from_config(cfg, data_dir=data_dir, backend=backend, host=host, port=port, log_level=log_level)
         except OSError as exc:
-            raise _fail(f"cannot listen on {bind_host}:{bind_port} ({exc.strerror})") from None
-        url = url_of(sock)
-        runtime = runtime_from_config(cfg, server_url=url, data_dir=data_dir, backend_factory=backend_factory(backend))
+            bind_host = host or cfg.server.host
+            bind_port = cfg.server.port if port is None else port
+            raise fail(f"cannot listen on {bind_host}:{bind_port} ({exc.strerror})") from None
+        url = platform.url
     except GpuserveError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     open_eps = [e.spec.endpoint_id for e in cfg.endpoints if not (e.key_hashes or cfg.global_key_hashes)]
     console.print(f"[bold]gpuserve[/] serving {len(cfg.endpoints)} endpoint(s) at {url}  (API docs: {url}/docs)")
     for e in cfg.endpoints:
@@ -102,10 +84,10 @@ def serve(
         )
     if open_eps:
         console.print(f"[yellow]warning:[/] no API key protects {', '.join(open_eps)}; anyone who can reach {url} may use it")
-    server = GracefulServer(uvicorn_config(FastPath(create_app(runtime)), log_level=log_level), runtime)
-    server.run(sockets=[sock])
+    platform.serve_forever()
 
 
+@app.command()
 def endpoints(url: UrlOpt = None, api_key: KeyOpt = None) -> None:
     """Show every endpoint of a running server: queue depth, job counts and worker states."""
     client = _Client(url, api_key)
@@ -137,6 +119,7 @@ def endpoints(url: UrlOpt = None, api_key: KeyOpt = None) -> None:
         console.print(workers)
 
 
+@app.command()
 def run(
     endpoint: Annotated[str, typer.Argument(help="endpoint id")],
     payload: Annotated[str, typer.Argument(help='the request, e.g. \'{"input": {"prompt": "hi"}}\' (a bare object becomes the input)')],
@@ -148,9 +131,9 @@ def run(
     try:
         body = json.loads(payload)
     except json.JSONDecodeError as exc:
-        raise _fail(f"payload is not valid JSON ({exc.msg} at char {exc.pos}), was {payload[:80]!r}") from None
+        raise fail(f"payload is not valid JSON ({exc.msg} at char {exc.pos}), was {payload[:80]!r}") from None
     if not isinstance(body, dict):
-        raise _fail(f"payload must be a JSON object, was {payload[:80]!r}")
+        raise fail(f"payload must be a JSON object, was {payload[:80]!r}")
     if "input" not in body:
         body = {"input": body}
     client = _Client(url, api_key)
@@ -167,28 +150,31 @@ def run(
                     console.print_json(json.dumps(chunk.get("output")))
                 status = client.call("GET", f"/v2/{endpoint}/status/{job_id}")
                 spinner.update(f"{status['status']}" + (f" on {status['workerId']}" if status.get("workerId") else ""))
-                if status["status"] in _TERMINAL:
+                if status["status"] in TERMINAL_STATUSES:
                     break
                 if time.monotonic() > deadline:
-                    raise _fail(f"job {job_id} still {status['status']} after {timeout_s:g} s (it keeps running)", 3)
+                    raise fail(f"job {job_id} still {status['status']} after {timeout_s:g} s (it keeps running)", 3)
                 time.sleep(0.25)
             for chunk in client.call("GET", f"/v2/{endpoint}/stream/{job_id}").get("stream", []):
                 console.print_json(json.dumps(chunk.get("output")))
     except KeyboardInterrupt:
         client.call("POST", f"/v2/{endpoint}/cancel/{job_id}")
-        raise _fail(f"interrupted: job {job_id} cancelled", 130) from None
+        raise fail(f"interrupted: job {job_id} cancelled", 130) from None
     timing = f"queued {status.get('delayTime', 0)} ms, ran {status.get('executionTime', 0)} ms"
-    if status["status"] == "COMPLETED":
+    if status["status"] == JobStatus.COMPLETED:
         if "output" in status:
             console.print_json(json.dumps(status["output"]))
         err_console.print(f"[green]COMPLETED[/] ({timing}, worker {status.get('workerId')})", highlight=False)
         return
+    # Not fail(): the command worked and this is the job's outcome, so it prints the job's status (and its
+    # handler's error verbatim) in place of "error:", and exits 1 where a CLI error exits 2.
     err_console.print(f"[red]{status['status']}[/] ({timing})", highlight=False)
     if status.get("error"):
         err_console.print(str(status["error"]), highlight=False, markup=False)
     raise typer.Exit(1)
 
 
+@app.command()
 def logs(
     worker: Annotated[str, typer.Argument(help="worker id (see `gpuserve endpoints`)")],
     url: UrlOpt = None,
@@ -199,10 +185,3 @@ def logs(
     body = _Client(url, api_key).call("GET", f"/api/workers/{worker}/logs", params={"tail": tail})
     console.print(body["logs"], end="", markup=False, highlight=False)
 
-
-def register(app: typer.Typer) -> None:
-    """Add serve, endpoints, run and logs to the `gpuserve` command."""
-    app.command()(serve)
-    app.command()(endpoints)
-    app.command()(run)
-    app.command()(logs)

@@ -1,4 +1,4 @@
-"""`serverless.start(config)`: pick the mode (platform worker, test input, dev server) and run the handler."""
+"""The SDK's entry point, `serverless.start(config)`: pick the mode (platform worker, test input, dev server) and run the handler."""
 
 from __future__ import annotations
 

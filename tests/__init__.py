@@ -1,0 +1,1 @@
+"""gpuserve test suite."""
