@@ -167,6 +167,21 @@ class Controller:
         entry.last_step = step
         return step
 
+    def preview(self, endpoint_id: str, now_s: float | None = None) -> tuple[ControlStep, bool]:
+        """The pass `tick_endpoint` would run now, applied to nothing and remembered nowhere.
+
+        Returns that step and whether the policy's state would have changed. A loop that
+        skipped a pass on the schedule's word can check the word with it: a skip changed
+        nothing exactly when the action is a no-op and the state stays as it was.
+        """
+        entry = self._entry(endpoint_id)
+        snap = self.snapshot(endpoint_id, now_s)
+        bound = entry.policy
+        decision, state = bound.policy.decide(snap, bound.params, bound.state)
+        action = apply_guardrails(snap, decision, self.max_step)
+        step = ControlStep(snapshot=snap, decision=decision, action=action, next_wake_s=next_wake_s(snap, decision, action))
+        return step, state != bound.state
+
     def on_job_arrival(self, endpoint_id: str, now_s: float | None = None, low_priority: bool = False) -> ControlStep | None:
         """A job just arrived: consult the policy at once (Knative's 'poke'), unless it is lowPriority.
 

@@ -18,7 +18,7 @@ from typing import Any
 from gpuserve.controller import Controller
 from gpuserve.core.clock import Clock
 from gpuserve.core.jobs import JobStatus
-from gpuserve.core.types import WorkerState, WorkerView
+from gpuserve.core.types import COUNTED_STATES, WorkerState, WorkerView
 from gpuserve.live.backend import LiveBackend
 from gpuserve.live.clock import WallClock
 from gpuserve.live.deployment import Deployment
@@ -26,6 +26,7 @@ from gpuserve.live.registry import LiveWorker, WorkerRegistry
 from gpuserve.live.settings import ServerSettings
 from gpuserve.live.waiters import DoneWaiters, StopSignals, TakeWaiters
 from gpuserve.live.webhooks import WebhookSender
+from gpuserve.schedule import idle_expiry_wake_s, must_consult_on_arrival
 from gpuserve.store.base import Job, JobStore, SweepKind
 
 __all__ = ["Endpoint", "Runtime"]
@@ -79,6 +80,12 @@ class Runtime:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._next_tick_s = 0.0
         self._next_poll_s = 0.0
+        # Arrivals shown to the controller and skipped by the consult schedule; with
+        # consult_on_arrival="verify", what a skipped pass would have done (it must be nothing).
+        self._idle_wakes: dict[str, float] = {}  # endpoint -> when a worker that went idle may expire
+        self.arrivals_consulted = 0
+        self.arrivals_skipped = 0
+        self.skip_divergences: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -144,17 +151,67 @@ class Runtime:
         )
         # Scale first, then wake: a flash-boot revival clears its worker's drain inside
         # _arrival, so its parked take (skipped while draining) can receive this job.
-        self._arrival(endpoint_id, low_priority)
+        self._arrival(endpoint_id, low_priority, free_slot=self.takers.has_free(endpoint_id))
         self.takers.wake(endpoint_id, 1)
         return job
 
-    def _arrival(self, endpoint_id: str, low_priority: bool) -> None:
-        if self.controller is None:
+    def _arrival(self, endpoint_id: str, low_priority: bool, *, free_slot: bool = False) -> None:
+        """Show a new (or requeued) job to the controller, unless gpuserve.schedule proves the pass a no-op.
+
+        `free_slot`: a parked, idle worker will take the job at once. The schedule's other
+        inputs are read here: the counted workers and the THROTTLED ones among them, and
+        whether anything else waits in the queue (then the job did not find a free slot).
+        """
+        controller = self.controller
+        if controller is None or self.backend is None:
             return
+        now = self.clock.now_s()
+        mode = self.settings.consult_on_arrival
         try:
-            self.controller.on_job_arrival(endpoint_id, self.clock.now_s(), low_priority=low_priority)
+            if mode != "always":
+                views = self.backend.workers(endpoint_id)
+                counted = [v for v in views if v.state in COUNTED_STATES]
+                throttled = sum(1 for v in counted if v.state is WorkerState.THROTTLED)
+                served = free_slot and self.store.stats(endpoint_id, now).in_queue <= 1
+                plan = controller.consult_plan(endpoint_id)
+                if not must_consult_on_arrival(plan, served, len(counted), throttled, low_priority):
+                    self.arrivals_skipped += 1
+                    if mode == "verify" and not low_priority:
+                        self._verify_skip(endpoint_id, now)
+                    return
+            if low_priority:  # Runpod: a lowPriority job never triggers scaling
+                return
+            self.arrivals_consulted += 1
+            controller.tick_endpoint(endpoint_id, now)
         except Exception:
             log.exception("controller failed on a job arrival for %s", endpoint_id)
+
+    def _idle_wake(self, endpoint_id: str, worker_id: str, now_s: float) -> None:
+        """A worker may just have gone idle: consult again when its keep-alive could expire.
+
+        The schedule's argument for skipping served arrivals needs this exact wake (the
+        simulator's too): a worker idle past its keep-alive is retired at its expiry, so a
+        later arrival's skipped pass finds nobody due.
+        """
+        controller = self.controller
+        w = self.registry.get(worker_id)
+        if controller is None or self.backend is None or w is None or w.state is not WorkerState.IDLE:
+            return
+        last = controller.last_step(endpoint_id)
+        keep_alive_s = last.decision.keep_alive_s if last is not None else None
+        counted = sum(1 for v in self.backend.workers(endpoint_id) if v.state in COUNTED_STATES)
+        wake = idle_expiry_wake_s(controller.consult_plan(endpoint_id), now_s, counted, keep_alive_s)
+        if wake is not None and wake < self._idle_wakes.get(endpoint_id, float("inf")):
+            self._idle_wakes[endpoint_id] = wake
+
+    def _verify_skip(self, endpoint_id: str, now_s: float) -> None:
+        assert self.controller is not None
+        step, state_changed = self.controller.preview(endpoint_id, now_s)
+        if not step.action.is_noop or state_changed:
+            self.skip_divergences.append(
+                f"{endpoint_id} at {now_s:.3f}: skipped a pass that would have "
+                + (f"applied {step.action}" if not step.action.is_noop else "changed the policy's state")
+            )
 
     async def wait_done(self, job_id: str, timeout_s: float) -> None:
         """Return when the job reaches a terminal state (or disappears), or after `timeout_s`."""
@@ -283,7 +340,9 @@ class Runtime:
 
     def _job_ended(self, job: Job, worker_id: str | None, *, stop_worker_job: bool = False) -> None:
         if worker_id is not None:
-            self.registry.on_job_end(worker_id, job.id, self.clock.now_s())
+            now = self.clock.now_s()
+            self.registry.on_job_end(worker_id, job.id, now)
+            self._idle_wake(job.endpoint_id, worker_id, now)
             if stop_worker_job:
                 self.stops.signal(worker_id, job.id)
         self.done_waiters.release(job.id)
@@ -330,9 +389,10 @@ class Runtime:
                 except Exception:
                     log.exception("backend poll failed")
             wake = [self.controller.next_wake_s(eid) for eid in self.controller.endpoint_ids]
-            due = min([w for w in wake if w is not None], default=None)
+            due = min([w for w in wake if w is not None] + list(self._idle_wakes.values()), default=None)
             if now >= self._next_tick_s or (due is not None and now >= due):
                 self._next_tick_s = now + self._tick_interval_s()
+                self._idle_wakes.clear()  # this pass sees every idle worker; it sets the next wake itself
                 try:
                     self.controller.tick(now)
                 except Exception:

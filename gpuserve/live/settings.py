@@ -30,6 +30,10 @@ class ServerSettings:
     max_run_bytes: int = 10 * MIB
     max_runsync_bytes: int = 20 * MIB
     unknown_worker_delay_s: float = 1.0  # a rejected worker's next poll comes no sooner (SDK retries at once)
+    # When a submit shows the controller its job: "auto" skips the passes gpuserve.schedule
+    # proves would change nothing; "always" runs one per submit; "verify" skips like auto but
+    # runs each skipped pass as a preview and counts any that would have acted (tests).
+    consult_on_arrival: str = "auto"
 
     def __post_init__(self) -> None:
         for name in (
@@ -45,6 +49,8 @@ class ServerSettings:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(name, value, "must be positive")
+        if self.consult_on_arrival not in ("auto", "always", "verify"):
+            raise ConfigError("consult_on_arrival", self.consult_on_arrival, "must be 'auto', 'always' or 'verify'")
         if self.missed_heartbeats < 1:
             raise ConfigError("missed_heartbeats", self.missed_heartbeats, "must be at least 1")
         if self.max_retries < 0:
