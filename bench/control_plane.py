@@ -159,6 +159,7 @@ def run_gpuserve(args: argparse.Namespace, work: Path, root: Path = ROOT) -> dic
                         "handler": "handler.py",
                         "concurrency_per_worker": args.concurrency,
                         "scaling": {"min_workers": args.workers, "max_workers": args.workers, "idle_timeout_s": 60},
+                        **({"policy": {"name": args.policy}} if args.policy else {}),
                     },
                     {
                         "id": "cold",
@@ -244,6 +245,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="gpuserve worker processes")
     ap.add_argument("--concurrency", type=int, default=1, help="jobs each gpuserve worker runs at once (batch takes)")
     ap.add_argument("--repeat", type=int, default=1, help="run both this many times, alternating; report medians")
+    ap.add_argument("--policy", default=None, help="the echo endpoint's policy (default: the Runpod scaler's, queue delay)")
     ap.add_argument("--baseline", type=Path, default=None, help="another gpuserve checkout to run in the same alternation")
     args = ap.parse_args()
     runs_ours: list[dict[str, object]] = []

@@ -165,6 +165,10 @@ class WorkerRegistry:
         with self._lock:
             return [w for w in self._workers.values() if endpoint_id is None or w.endpoint_id == endpoint_id]
 
+    def count(self, endpoint_id: str) -> int:
+        with self._lock:
+            return sum(1 for w in self._workers.values() if w.endpoint_id == endpoint_id)
+
     def views(self, endpoint_id: str) -> list[WorkerView]:
         with self._lock:
             return [w.view() for w in self._workers.values() if w.endpoint_id == endpoint_id]

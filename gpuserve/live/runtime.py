@@ -165,22 +165,24 @@ class Runtime:
         controller = self.controller
         if controller is None or self.backend is None:
             return
+        if low_priority:  # Runpod: a lowPriority job never triggers scaling; the next tick or wake sees it
+            self.arrivals_skipped += 1
+            return
         now = self.clock.now_s()
         mode = self.settings.consult_on_arrival
         try:
-            if mode != "always":
+            plan = controller.consult_plan(endpoint_id)
+            # Reading the workers costs about a third of a pass; do it only when the plan may skip.
+            if mode != "always" and (plan.skip_served_arrivals or plan.skip_arrivals_at_max):
                 views = self.backend.workers(endpoint_id)
                 counted = [v for v in views if v.state in COUNTED_STATES]
                 throttled = sum(1 for v in counted if v.state is WorkerState.THROTTLED)
                 served = free_slot and self.store.stats(endpoint_id, now).in_queue <= 1
-                plan = controller.consult_plan(endpoint_id)
-                if not must_consult_on_arrival(plan, served, len(counted), throttled, low_priority):
+                if not must_consult_on_arrival(plan, served, len(counted), throttled):
                     self.arrivals_skipped += 1
-                    if mode == "verify" and not low_priority:
+                    if mode == "verify":
                         self._verify_skip(endpoint_id, now)
                     return
-            if low_priority:  # Runpod: a lowPriority job never triggers scaling
-                return
             self.arrivals_consulted += 1
             controller.tick_endpoint(endpoint_id, now)
         except Exception:
@@ -199,8 +201,9 @@ class Runtime:
             return
         last = controller.last_step(endpoint_id)
         keep_alive_s = last.decision.keep_alive_s if last is not None else None
-        counted = sum(1 for v in self.backend.workers(endpoint_id) if v.state in COUNTED_STATES)
-        wake = idle_expiry_wake_s(controller.consult_plan(endpoint_id), now_s, counted, keep_alive_s)
+        # Registered workers, a cheap upper bound of the counted ones: at worst one extra pass.
+        registered = self.registry.count(endpoint_id)
+        wake = idle_expiry_wake_s(controller.consult_plan(endpoint_id), now_s, registered, keep_alive_s)
         if wake is not None and wake < self._idle_wakes.get(endpoint_id, float("inf")):
             self._idle_wakes[endpoint_id] = wake
 
