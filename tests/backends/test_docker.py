@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from gpuserve.core.errors import ConfigError
-from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec, WorkerState
+from gpuserve.core.types import WorkerState
 from gpuserve.live.deployment import Deployment
 from gpuserve.live.registry import WorkerRegistry
 from gpuserve.live.settings import ServerSettings
@@ -92,17 +92,12 @@ def _deployment(
     folder = tmp_path / endpoint_id
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "handler.py").write_text(textwrap.dedent(HANDLER))
-    spec = EndpointSpec(
+    spec = support.endpoint_spec(
         endpoint_id,
-        scaling=ScalingSpec(
-            min_workers=min_workers,
-            max_workers=max_workers,
-            idle_timeout_s=idle_timeout_s,
-            scaler=ScalerType.REQUEST_COUNT,
-            scaler_value=1.0,
-            flash_boot=flash_boot,
-        ),
-        policy=PolicySpec("runpod_request_count"),
+        min_workers=min_workers,
+        max_workers=max_workers,
+        idle_timeout_s=idle_timeout_s,
+        flash_boot=flash_boot,
         **{k: v for k, v in extra.items() if k in ("gpu_type", "gpus_per_worker")},
     )
     rest = {k: v for k, v in extra.items() if k not in ("gpu_type", "gpus_per_worker")}

@@ -13,12 +13,10 @@ from gpuserve.core import (
     EndpointSnapshot,
     EndpointSpec,
     ManualClock,
-    PolicySpec,
     QueueStats,
     ScaleAction,
     ScaleDecision,
     ScalerType,
-    ScalingSpec,
     WorkerState,
     WorkerView,
     apply_guardrails,
@@ -31,27 +29,11 @@ from gpuserve.schedule import (
     must_consult_on_arrival,
     next_wake_s,
 )
+from tests.policies.policy_snapshots import endpoint
 
 
-def _spec(
-    policy: str = "runpod_request_count",
-    params: dict[str, Any] | None = None,
-    *,
-    concurrency: int = 1,
-    min_workers: int = 0,
-    max_workers: int = 3,
-    idle_timeout_s: float = 5.0,
-    scaler: ScalerType = ScalerType.QUEUE_DELAY,
-    scaler_value: float = 4.0,
-) -> EndpointSpec:
-    scaling = ScalingSpec(
-        min_workers=min_workers,
-        max_workers=max_workers,
-        idle_timeout_s=idle_timeout_s,
-        scaler=scaler,
-        scaler_value=scaler_value,
-    )
-    return EndpointSpec("ep", scaling=scaling, policy=PolicySpec(policy, params or {}), concurrency_per_worker=concurrency)
+def _spec(policy: str = "runpod_request_count", params: dict[str, Any] | None = None, **spec: Any) -> EndpointSpec:
+    return endpoint(policy, params, **{"max_workers": 3, **spec})
 
 
 def _plan(policy: str, params: dict[str, Any] | None = None, **spec: Any) -> ConsultPlan:

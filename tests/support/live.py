@@ -41,6 +41,7 @@ __all__ = [
     "Live",
     "code_deployment",
     "deployment",
+    "endpoint_spec",
     "wait_until",
 ]
 
@@ -85,9 +86,8 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 30.0, what: str 
         time.sleep(0.02)
 
 
-def deployment(
-    endpoint_id: str = "ep",
-    handler: str = "echo_runpod.py",
+def endpoint_spec(
+    endpoint_id: str,
     *,
     min_workers: int = 0,
     max_workers: int = 3,
@@ -96,9 +96,12 @@ def deployment(
     policy: str = "runpod_request_count",
     scaler_value: float = 1.0,
     execution_timeout_s: float = 600.0,
-) -> Deployment:
-    """An endpoint running one of the handler files in tests/server/handlers (runpod SDK)."""
-    spec = EndpointSpec(
+    flash_boot: bool = False,
+    gpu_type: str | None = None,
+    gpus_per_worker: int = 1,
+) -> EndpointSpec:
+    """A live test endpoint: Runpod's request-count scaler unless another policy is named."""
+    return EndpointSpec(
         endpoint_id,
         scaling=ScalingSpec(
             min_workers=min_workers,
@@ -106,12 +109,19 @@ def deployment(
             idle_timeout_s=idle_timeout_s,
             scaler=ScalerType.REQUEST_COUNT,
             scaler_value=scaler_value,
+            flash_boot=flash_boot,
         ),
         policy=PolicySpec(policy),
         concurrency_per_worker=concurrency,
         execution_timeout_s=execution_timeout_s,
+        gpu_type=gpu_type,
+        gpus_per_worker=gpus_per_worker,
     )
-    return Deployment(spec=spec, handler_path=str(HANDLERS / handler), sdk="runpod")
+
+
+def deployment(endpoint_id: str = "ep", handler: str = "echo_runpod.py", **spec: Any) -> Deployment:
+    """An endpoint running one of the handler files in tests/server/handlers (runpod SDK)."""
+    return Deployment(spec=endpoint_spec(endpoint_id, **spec), handler_path=str(HANDLERS / handler), sdk="runpod")
 
 
 def code_deployment(
@@ -120,30 +130,26 @@ def code_deployment(
     code: str,
     *,
     sdk: str = "gpuserve",
-    min_workers: int = 0,
     max_workers: int = 1,
     idle_timeout_s: float = 30.0,
     concurrency: int = 1,
     env: dict[str, str] | None = None,
+    **spec: Any,
 ) -> Deployment:
     """An endpoint whose handler is `code`, written to tmp_path/<endpoint_id>/handler.py."""
     folder = tmp_path / endpoint_id
     folder.mkdir(parents=True, exist_ok=True)
     handler = folder / "handler.py"
     handler.write_text(textwrap.dedent(code))
-    spec = EndpointSpec(
+    endpoint = endpoint_spec(
         endpoint_id,
-        scaling=ScalingSpec(
-            min_workers=min_workers,
-            max_workers=max_workers,
-            idle_timeout_s=idle_timeout_s,
-            scaler=ScalerType.REQUEST_COUNT,
-            scaler_value=float(concurrency),
-        ),
-        policy=PolicySpec("runpod_request_count"),
-        concurrency_per_worker=concurrency,
+        max_workers=max_workers,
+        idle_timeout_s=idle_timeout_s,
+        concurrency=concurrency,
+        scaler_value=float(concurrency),
+        **spec,
     )
-    return Deployment(spec=spec, handler_path=str(handler), sdk=sdk, env=env or {})  # type: ignore[arg-type]
+    return Deployment(spec=endpoint, handler_path=str(handler), sdk=sdk, env=env or {})  # type: ignore[arg-type]
 
 
 def process_backend_for_tests(stop_grace_s: float = 3.0) -> BackendFactory:
