@@ -65,7 +65,7 @@ class Change(StrEnum):
 
 # (worker as it is now, what changed, when, job ids involved). Called under the registry's lock:
 # a listener must be quick and may read the registry, but must not block.
-Listener = Callable[[LiveWorker, Change, "float | None", tuple[str, ...]], None]
+Listener = Callable[[LiveWorker, Change, float | None, tuple[str, ...]], None]
 
 
 class WorkerRegistry:

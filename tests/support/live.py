@@ -277,17 +277,13 @@ class Live:
         return list(self.registry.all(endpoint_id))
 
     def all_logs(self, tail_chars: int = 3000) -> str:
-        if self.backend is not None:
-            return "\n".join(
-                f"--- {w.worker_id}\n{self.backend.logs(w.worker_id)[-tail_chars:]}" for w in self.registry.all()
-            ) + self._log_files(tail_chars)
-        return self._log_files(tail_chars)
-
-    def _log_files(self, tail_chars: int) -> str:
+        """The workers' logs: the log files the process backend writes, else what the backend keeps."""
         folder = self.data_dir / "logs"
-        if not folder.is_dir():
+        if folder.is_dir():
+            return "\n".join(f"--- {p.name}\n{p.read_text()[-tail_chars:]}" for p in sorted(folder.glob("*.log")))
+        if self.backend is None:
             return ""
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-tail_chars:]}" for p in sorted(folder.glob("*.log")))
+        return "\n".join(f"--- {w.worker_id}\n{self.backend.logs(w.worker_id)[-tail_chars:]}" for w in self.registry.all())
 
 
 class Harness(Live):
