@@ -80,9 +80,9 @@ class Runtime:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._next_tick_s = 0.0
         self._next_poll_s = 0.0
+        self._idle_wakes: dict[str, float] = {}  # endpoint -> when a worker that went idle may expire
         # Arrivals shown to the controller and skipped by the consult schedule; with
         # consult_on_arrival="verify", what a skipped pass would have done (it must be nothing).
-        self._idle_wakes: dict[str, float] = {}  # endpoint -> when a worker that went idle may expire
         self.arrivals_consulted = 0
         self.arrivals_skipped = 0
         self.skip_divergences: list[str] = []
@@ -122,11 +122,6 @@ class Runtime:
     async def stop(self) -> None:
         await self.drain_workers()
         await self.webhooks.close()
-
-    @property
-    def closing(self) -> bool:
-        """Set once the drain began: long polls answer at once instead of parking."""
-        return self._closing
 
     # -- client side -------------------------------------------------------------------------------
 
