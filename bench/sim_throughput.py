@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
+from gpuserve.core.billing import BillingModel
 from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
-from gpuserve.sim.billing import BillingModel
 from gpuserve.sim.coldstart import ColdStartProfile
 from gpuserve.sim.engine import SimConfig, SimEndpoint, Simulation
 from gpuserve.sim.service import Exponential

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from gpuserve.core.billing import BillingModel
 from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
 from gpuserve.experiments import load_scenario, run_scenario
 from gpuserve.fidelity.calibrate import calibrate, load_overheads, overhead_overrides, write_profile
 from gpuserve.fidelity.compare import WITHIN_ONE_TARGET, compare_dirs
 from gpuserve.fidelity.replay import replay
-from gpuserve.sim.billing import BillingModel
 from gpuserve.sim.coldstart import ColdStartProfile
 from gpuserve.sim.engine import SimConfig, SimEndpoint, Simulation
 from gpuserve.sim.plots import plot_run

@@ -41,6 +41,7 @@ class EndpointFields(_Frozen):
     gpus_per_worker: Annotated[int, Field(ge=0)] = 1
     concurrency_per_worker: Annotated[int, Field(ge=1)] = 1
     execution_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    memory_gb: Annotated[float, Field(gt=0)] | None = None  # billed per GB-second by the aws_lambda preset
     scaling: ScalingModel = Field(default_factory=ScalingModel)
     policy: PolicyModel = Field(default_factory=PolicyModel)
 
@@ -78,6 +79,7 @@ def endpoint_spec(endpoint_id: str, fields: EndpointFields, where: str) -> Endpo
             gpus_per_worker=fields.gpus_per_worker,
             concurrency_per_worker=fields.concurrency_per_worker,
             execution_timeout_s=fields.execution_timeout_s,
+            memory_gb=fields.memory_gb,
         )
     except ConfigError as exc:
         raise _prefixed(f"{where}.scaling" if exc.field in ScalingModel.model_fields else where, exc) from None

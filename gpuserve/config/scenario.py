@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gpuserve.config.common import EndpointFields, endpoint_spec
+from gpuserve.core.billing import BILLING_PRESETS, BillingBasis, BillingModel, billing_preset
 from gpuserve.core.errors import ConfigError
-from gpuserve.sim.billing import BillingModel
 from gpuserve.sim.coldstart import ColdStartProfile, load_profile, profile_from_mapping
 from gpuserve.sim.engine import SimConfig, SimEndpoint
 from gpuserve.sim.hosts import HostSpec
@@ -149,9 +149,18 @@ class HostModel(_M):
 
 
 class BillingConfig(_M):
+    """A billing preset (gpuserve.core.billing.BILLING_PRESETS) plus any field overridden; unset fields keep the preset's."""
+
+    preset: str = "runpod"
+    basis: Literal["worker_time", "execution"] | None = None
     prices_usd_per_gpu_s: dict[str, NonNeg] = Field(default_factory=dict)
-    active_discount: Annotated[float, Field(ge=0, le=1)] = 0.30
-    idle_billed: bool = False
+    price_usd_per_gb_s: NonNeg | None = None
+    # Per worker state: true, false or while_processing; merged onto the preset's table.
+    states: dict[str, bool | Literal["while_processing"]] = Field(default_factory=dict)
+    parked_billed: bool | None = None
+    rounding_s: NonNeg | None = None
+    active_discount: Annotated[float, Field(ge=0, le=1)] | None = None
+    per_request_usd: NonNeg | None = None
 
 
 class AzureTraceModel(_M):
@@ -381,9 +390,33 @@ def _sim_endpoint(eid: str, model: EndpointTemplate, workload: Workload, base: P
     )
 
 
+def _billing(config: BillingConfig, endpoints: Sequence[SimEndpoint], listed: int) -> BillingModel:
+    """The preset with the scenario's overrides; `listed` endpoints come from `endpoints:`, the rest from azure_trace."""
+    if config.preset not in BILLING_PRESETS:
+        raise ConfigError("billing.preset", config.preset, f"is not a billing preset (known: {', '.join(BILLING_PRESETS)})")
+    overrides = {k: v for k, v in config.model_dump(exclude={"preset"}).items() if v is not None and v != {}}
+    model = billing_preset(config.preset, **overrides)
+    if model.basis is BillingBasis.EXECUTION:
+        for i, ep in enumerate(endpoints):
+            if ep.spec.memory_gb is None:
+                raise ConfigError(
+                    f"endpoints[{i}].memory_gb" if i < listed else "azure_trace.endpoint.memory_gb",
+                    None, f"is required: billing preset {config.preset} bills GB-seconds of execution"
+                )
+    return model
+
+
 def scenario_from_dict(raw: dict[str, Any], base_dir: Path, seed: int | None = None) -> Scenario:
     if not isinstance(raw, dict):
         raise ConfigError("scenario", raw, "must be a mapping at the top level")
+    billing_raw = raw.get("billing")
+    if isinstance(billing_raw, dict) and "idle_billed" in billing_raw:
+        raise ConfigError(
+            "billing.idle_billed",
+            billing_raw["idle_billed"],
+            "was replaced by billing presets: the default preset runpod bills the idle-timeout window; "
+            "`preset: runpod_state_table` never bills IDLE; `states: {IDLE: true}` overrides one state",
+        )
     try:
         model = ScenarioModel.model_validate(raw)
     except ValidationError as exc:
@@ -423,7 +456,7 @@ def scenario_from_dict(raw: dict[str, Any], base_dir: Path, seed: int | None = N
     for h in model.hosts:
         for k in range(h.count):
             hosts.append(HostSpec(h.name if h.count == 1 else f"{h.name}-{k}", h.gpus))
-    billing = BillingModel(dict(model.billing.prices_usd_per_gpu_s), model.billing.active_discount, model.billing.idle_billed)
+    billing = _billing(model.billing, endpoints, len(model.endpoints))
     config = SimConfig(
         endpoints=tuple(endpoints),
         hosts=tuple(hosts),

@@ -1,5 +1,6 @@
 """Pure domain of gpuserve: types, job state machine, clock, windows, guardrails, errors (stdlib only)."""
 
+from gpuserve.core.billing import BILLING_PRESETS, BillingBasis, BillingModel, StateBilling, billing_preset
 from gpuserve.core.clock import Clock, ManualClock
 from gpuserve.core.errors import (
     BackendError,
@@ -23,13 +24,15 @@ from gpuserve.core.types import (
     ScalingSpec,
     WorkerState,
     WorkerView,
-    is_billed,
 )
 
 __all__ = [
+    "BILLING_PRESETS",
     "COUNTED_STATES",
     "TERMINAL_STATUSES",
     "BackendError",
+    "BillingBasis",
+    "BillingModel",
     "CapacityError",
     "Clock",
     "ConfigError",
@@ -46,11 +49,12 @@ __all__ = [
     "ScaleDecision",
     "ScalerType",
     "ScalingSpec",
+    "StateBilling",
     "WorkerState",
     "WorkerView",
     "apply_guardrails",
+    "billing_preset",
     "can_transition",
-    "is_billed",
     "next_expiry_s",
     "transition",
 ]

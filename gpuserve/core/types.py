@@ -1,4 +1,4 @@
-"""Frozen domain types: endpoint and scaling specs, worker states with billing, snapshots, decisions."""
+"""Frozen domain types: endpoint and scaling specs, worker states, snapshots, decisions (billing: core/billing.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ __all__ = [
     "ScalingSpec",
     "WorkerState",
     "WorkerView",
-    "is_billed",
 ]
 
 
@@ -47,22 +46,6 @@ class WorkerState(StrEnum):
 COUNTED_STATES: frozenset[WorkerState] = frozenset(
     {WorkerState.INITIALIZING, WorkerState.IDLE, WorkerState.RUNNING, WorkerState.THROTTLED}
 )
-
-
-def is_billed(state: WorkerState, processing: bool, *, idle_billed: bool = False) -> bool:
-    """Runpod's billing rule per worker state.
-
-    INITIALIZING no, IDLE no, RUNNING yes, THROTTLED no, OUTDATED yes while it still
-    processes a job, UNHEALTHY no. `idle_billed=True` models the common alternative
-    (Modal, Lambda provisioned concurrency, a rented VM) where a warm idle worker costs too.
-    """
-    if state is WorkerState.RUNNING:
-        return True
-    if state is WorkerState.OUTDATED:
-        return processing
-    if state is WorkerState.IDLE:
-        return idle_billed
-    return False
 
 
 def _check_non_negative(name: str, value: float) -> None:
@@ -136,6 +119,7 @@ class EndpointSpec:
     gpus_per_worker: int = 1
     concurrency_per_worker: int = 1
     execution_timeout_s: float = 600.0
+    memory_gb: float | None = None  # a worker's memory; billed per GB-second under an execution basis (AWS Lambda)
 
     def __post_init__(self) -> None:
         if not self.endpoint_id or not isinstance(self.endpoint_id, str):
@@ -147,6 +131,8 @@ class EndpointSpec:
                 "concurrency_per_worker", self.concurrency_per_worker, "must be an integer >= 1"
             )
         _check_positive("execution_timeout_s", self.execution_timeout_s)
+        if self.memory_gb is not None:
+            _check_positive("memory_gb", self.memory_gb)
 
     @property
     def gpus_needed(self) -> int:

@@ -1,50 +1,97 @@
-"""Billing: price per GPU-second by type, Runpod's billed states, active-worker discount, idle-billed switch."""
+"""The ledger of a run: a BillingModel applied to the recorded worker intervals and jobs, vectorised, after the run.
+
+Bills are never computed in the engine's hot loop: the engine records state intervals,
+flash-boot parked spans and job times, and this module prices them in a few numpy passes
+(the same rule as gpuserve.core.billing.bill_worker, which the tests hold it to).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from gpuserve.core.errors import ConfigError
-from gpuserve.core.types import WorkerState, is_billed
+from gpuserve.core.billing import CPU_PRICE_KEY, BillingBasis, BillingModel, StateBilling
+from gpuserve.core.types import WorkerState
 
-__all__ = ["CPU_PRICE_KEY", "BillingModel"]
+__all__ = ["CPU_PRICE_KEY", "BillingModel", "WorkerLedger", "bill_jobs", "bill_workers"]
 
-CPU_PRICE_KEY = "cpu"  # price key for CPU-only endpoints, billed per worker-second
+# The simulator has no OUTDATED worker still processing; a RUNNING one is always processing.
+_PROCESSING_STATE = "RUNNING"
 
 
-@dataclass(frozen=True)
-class BillingModel:
-    """How worker time turns into money.
+@dataclass
+class WorkerLedger:
+    """Per row of intervals (then of parked spans): billed or not, billed seconds, GPU-seconds, USD."""
 
-    Flex workers pay per second in billed states (gpuserve.core.is_billed: RUNNING yes,
-    OUTDATED while processing, the rest no; IDLE too when `idle_billed`). Active (min)
-    workers are always on and pay for every second of their life at `1 - active_discount`
-    (Runpod: "up to 30%" off).
-    """
+    billed: np.ndarray
+    billed_s: np.ndarray
+    gpu_s: np.ndarray
+    cost_usd: np.ndarray
 
-    prices_usd_per_gpu_s: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
-    active_discount: float = 0.30
-    idle_billed: bool = False
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "prices_usd_per_gpu_s", MappingProxyType(dict(self.prices_usd_per_gpu_s)))
-        for key, price in self.prices_usd_per_gpu_s.items():
-            if not (isinstance(price, int | float) and price >= 0):
-                raise ConfigError(f"billing.prices_usd_per_gpu_s.{key}", price, "cannot be negative")
-        if not (isinstance(self.active_discount, int | float) and 0 <= self.active_discount <= 1):
-            raise ConfigError("billing.active_discount", self.active_discount, "must be between 0 and 1")
+def bill_workers(
+    model: BillingModel,
+    worker: np.ndarray,
+    states: Sequence[str],
+    state_codes: np.ndarray,
+    duration_s: np.ndarray,
+    active: np.ndarray,
+    parked_worker: np.ndarray,
+    parked_s: np.ndarray,
+    worker_gpu_type: Sequence[str | None],
+    worker_gpus: np.ndarray,
+) -> WorkerLedger:
+    """Price interval rows (worker index, state code into `states`, duration, active) and parked spans.
 
-    def price_usd_per_s(self, gpu_type: str | None) -> float:
-        return float(self.prices_usd_per_gpu_s.get(gpu_type or CPU_PRICE_KEY, 0.0))
+    The rows come in time order per worker (as the engine records them), so a worker's last
+    billed row is its last billed second, which carries the rounding's extra fraction:
+    RUNNING 2.4 s then RUNNING 2.3 s bill 4.7 s, rounded to 5 s with 0.3 s on the second row."""
+    n_iv = duration_s.size
+    rows_worker = np.concatenate([worker.astype(np.int64), parked_worker.astype(np.int64)])
+    duration = np.concatenate([duration_s, parked_s])
+    if model.basis is BillingBasis.EXECUTION:
+        zeros = np.zeros(duration.size)
+        return WorkerLedger(np.zeros(duration.size, dtype=bool), zeros, zeros.copy(), zeros.copy())
+    rule = [model.states[WorkerState(s)] for s in states]
+    when_idle = np.array([r is StateBilling.YES for r in rule], dtype=bool)
+    when_busy = np.array([r is not StateBilling.NO for r in rule], dtype=bool)
+    processing_code = states.index(_PROCESSING_STATE)
+    codes = state_codes.astype(np.int64)
+    iv_billed = np.where(codes == processing_code, when_busy[codes], when_idle[codes]) | active.astype(bool)
+    billed = np.concatenate([iv_billed, np.full(parked_s.size, model.parked_billed, dtype=bool)])
+    billed_s = np.where(billed, duration, 0.0)
+    if model.rounding_s > 0 and billed.any():
+        r = model.rounding_s
+        sums = np.bincount(rows_worker, weights=billed_s, minlength=worker_gpus.size)
+        # The same tolerance as core.billing.round_up_s: float noise is not a whole extra second.
+        extra = np.where(sums > 0, np.ceil(sums / r - 1e-9) * r - sums, 0.0)
+        rows = np.flatnonzero(billed)[::-1]
+        owners, first = np.unique(rows_worker[rows], return_index=True)
+        billed_s[rows[first]] += extra[owners]
+    prices = np.array([model.price_usd_per_s(g) for g in worker_gpu_type], dtype=float)
+    units = np.maximum(worker_gpus.astype(float), 1.0)  # a CPU worker bills as one unit
+    rows_units = units[rows_worker] if rows_worker.size else np.zeros(0)
+    discount = np.ones(duration.size)
+    discount[:n_iv] = np.where(active.astype(bool), 1.0 - model.active_discount, 1.0)
+    gpu_s = billed_s * rows_units
+    price = prices[rows_worker] if rows_worker.size else np.zeros(0)
+    return WorkerLedger(billed, billed_s, gpu_s, gpu_s * price * discount)
 
-    def billed_mask(self, states: np.ndarray, processing: np.ndarray, active: np.ndarray) -> np.ndarray:
-        """Vectorised is_billed over interval columns (string states), plus always-billed active workers."""
-        table = {s.value: (is_billed(s, False, idle_billed=self.idle_billed), is_billed(s, True, idle_billed=self.idle_billed)) for s in WorkerState}
-        idle_or_not = np.array([table[s][0] for s in states], dtype=bool) if states.size else np.zeros(0, bool)
-        when_processing = np.array([table[s][1] for s in states], dtype=bool) if states.size else np.zeros(0, bool)
-        mask: np.ndarray = np.where(processing, when_processing, idle_or_not) | active
-        return mask
+
+def bill_jobs(
+    model: BillingModel, execution_s: np.ndarray, started: np.ndarray, memory_gb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(GB-seconds, USD) per job: a started job pays the per-request fee, plus its rounded
+    execution x memory under the execution basis (0.0004 s at 1 ms rounding bills 0.001 s)."""
+    gb_s = np.zeros(execution_s.size)
+    if model.basis is BillingBasis.EXECUTION:
+        secs = np.nan_to_num(execution_s, nan=0.0)
+        if model.rounding_s > 0:
+            r = model.rounding_s
+            secs = np.where(secs > 0, np.ceil(secs / r - 1e-9) * r, 0.0)
+        gb_s = np.where(started, secs * memory_gb, 0.0)
+    cost = gb_s * model.price_usd_per_gb_s + np.where(started, model.per_request_usd, 0.0)
+    return gb_s, cost
+

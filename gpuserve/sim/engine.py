@@ -192,7 +192,8 @@ class _Ep:
         self.last_arrival_s: float | None = None
         self.pending_wake_s: float | None = None
         self.keep_alive_s: float | None = None  # the last decision's; None: the endpoint's idle timeout
-        self.retained: list[tuple[HostState, float]] = []  # flash-boot snapshots: (host, expires_s)
+        # Flash-boot snapshots: (host, expires_s, index of its parked span in the records).
+        self.retained: list[tuple[HostState, float, int]] = []
         self.active_alive = 0
         need, gpu_type = sim_ep.spec.gpus_needed, sim_ep.spec.gpu_type
         # Only hosts that could ever fit one worker (SimConfig checks at least one does).
@@ -239,6 +240,11 @@ class RawRecords:
     end_s: float
     config: SimConfig
     controller_calls: int = 0
+    # Spans a stopped worker's flash-boot snapshot was kept (billed only by some presets):
+    # the worker's index, from its stop until it is resumed, expires or the run ends.
+    park_worker: list[int] = field(default_factory=list)
+    park_start_s: list[float] = field(default_factory=list)
+    park_end_s: list[float] = field(default_factory=list)
 
 
 class SimClock:
@@ -346,6 +352,9 @@ class Simulation:
         self._iv_active: array[int] = array("b")
         self._all_workers: list[_Worker] = []
         self._retired_at: dict[int, float] = {}
+        self._park_worker: list[int] = []
+        self._park_start: list[float] = []
+        self._park_end: list[float] = []  # the expiry until the snapshot is taken
         self._seq = itertools.count()
         # Bound once: two callbacks per job, and binding a method allocates each time.
         self._arrival_cb = self._on_arrival
@@ -585,11 +594,12 @@ class Simulation:
         return min(hosts, key=lambda h: len(h.waiting(spec.gpu_type)))
 
     def _take_retained(self, ep: _Ep, now: float) -> HostState | None:
-        ep.retained = [(h, exp) for h, exp in ep.retained if exp > now]
+        ep.retained = [r for r in ep.retained if r[1] > now]
         for i in range(len(ep.retained) - 1, -1, -1):
-            host = ep.retained[i][0]
+            host, _expires_s, park = ep.retained[i]
             if host.free_gpus(ep.spec.gpu_type) >= ep.spec.gpus_needed:
                 del ep.retained[i]
+                self._park_end[park] = now
                 return host
         return None
 
@@ -642,7 +652,11 @@ class Simulation:
             w.host.release(spec.gpu_type, spec.gpus_needed)
             self._wake_throttled(w.host, spec.gpu_type)
         if was_ready and spec.scaling.flash_boot and ep.profile.flash_retention_s > 0:
-            ep.retained.append((w.host, now + ep.profile.flash_retention_s))
+            expires_s = now + ep.profile.flash_retention_s
+            ep.retained.append((w.host, expires_s, len(self._park_worker)))
+            self._park_worker.append(w.idx)
+            self._park_start.append(now)
+            self._park_end.append(expires_s)
         self._retired_at[w.idx] = now
         if w.active:
             ep.active_alive -= 1
@@ -728,4 +742,7 @@ class Simulation:
             end_s=self._end_s,
             config=self.config,
             controller_calls=self.controller_calls,
+            park_worker=self._park_worker,
+            park_start_s=self._park_start,
+            park_end_s=[min(e, self._end_s) for e in self._park_end],
         )

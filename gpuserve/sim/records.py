@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -10,16 +10,28 @@ import numpy as np
 import pandas as pd
 
 from gpuserve.core.jobs import JobStatus
+from gpuserve.sim.billing import bill_jobs, bill_workers
 from gpuserve.sim.engine import JOB_STATUS_CODES, STATE_CODES, RawRecords
 
-__all__ = ["SimResult", "build_result", "summarize", "time_series"]
+__all__ = ["PARKED_COLUMNS", "SimResult", "build_result", "summarize", "time_series"]
+
+# Flash-boot parked spans: a stopped worker's snapshot kept on its host (no GPU held).
+PARKED_COLUMNS = ["worker_id", "endpoint", "host", "gpu_type", "start_s", "end_s", "duration_s", "billed", "billed_s", "gpu_s_billed", "cost_usd"]
+
+
+def _no_parked() -> pd.DataFrame:
+    return pd.DataFrame({c: [] for c in PARKED_COLUMNS})
 
 _FINISHED = (JobStatus.COMPLETED.value, JobStatus.TIMED_OUT.value)
 
 
 @dataclass
 class SimResult:
-    """A run's results as DataFrames. `summary` has one row per endpoint plus an `ALL` row."""
+    """A run's results as DataFrames. `summary` has one row per endpoint plus an `ALL` row.
+
+    The ledger is in the records: `intervals` and `parked` carry billed seconds, GPU-seconds
+    and USD per row, `jobs` the per-request fees and execution charges; `summary.cost_usd`
+    is their sum."""
 
     jobs: pd.DataFrame
     intervals: pd.DataFrame
@@ -27,11 +39,12 @@ class SimResult:
     summary: pd.DataFrame
     end_s: float
     controller_calls: int = 0
+    parked: pd.DataFrame = field(default_factory=_no_parked)
 
     def write(self, out_dir: Path, fmt: Literal["csv", "parquet"] = "csv") -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
-        for name in ("jobs", "intervals", "workers", "summary"):
+        for name in ("jobs", "intervals", "parked", "workers", "summary"):
             frame: pd.DataFrame = getattr(self, name)
             path = out_dir / f"{name}.{fmt}"
             if fmt == "parquet":
@@ -56,6 +69,10 @@ def build_result(raw: RawRecords) -> SimResult:
     worker_idx = np.asarray(raw.job_worker, dtype=np.int64)
     # Codes are positions in JobStatus; the column holds the plain names (COMPLETED, ...).
     status = np.array([s.value for s in JOB_STATUS_CODES], dtype=object)[np.asarray(raw.job_status, dtype=np.int64)]
+    billing = cfg.billing
+    memory = np.array([e.spec.memory_gb or 0.0 for e in cfg.endpoints], dtype=float)
+    job_ep = np.asarray(raw.job_endpoint, dtype=np.int64)
+    job_gb_s, job_cost = bill_jobs(billing, end - start, ~np.isnan(start), memory[job_ep] if len(arrival) else np.zeros(0))
     worker_ids = np.array([wid_by_idx.get(i, "") for i in range(max(wid_by_idx, default=-1) + 1)] + [""], dtype=object)
     jobs = pd.DataFrame(
         {
@@ -71,6 +88,8 @@ def build_result(raw: RawRecords) -> SimResult:
             "status": status,
             "cold": np.asarray(raw.job_cold, dtype=bool),
             "worker_id": worker_ids[worker_idx] if len(arrival) else np.array([], dtype=object),
+            "gb_s_billed": job_gb_s,
+            "cost_usd": job_cost,
         }
     )
 
@@ -84,19 +103,34 @@ def build_result(raw: RawRecords) -> SimResult:
         wk = workers.set_index("worker")
         w_ep = wk["endpoint"].reindex(iv_worker).to_numpy()
         w_gpu = wk["gpu_type"].reindex(iv_worker).to_numpy()
-        w_gpus = wk["gpus"].reindex(iv_worker).to_numpy()
         w_host = wk["host"].reindex(iv_worker).to_numpy()
         w_id = wk["worker_id"].reindex(iv_worker).to_numpy()
     else:
         w_ep = w_gpu = w_host = w_id = np.array([], dtype=object)
-        w_gpus = np.array([], dtype=np.int64)
     duration = iv_end - iv_start
-    billing = cfg.billing
-    billed = billing.billed_mask(state_names, state_names == "RUNNING", iv_active)
-    billed_s = np.where(billed, duration, 0.0)
-    units = np.maximum(np.asarray(w_gpus, dtype=float), 1.0)  # a CPU worker bills as one unit
-    price = np.array([billing.price_usd_per_s(g if isinstance(g, str) else None) for g in w_gpu], dtype=float)
-    discount = np.where(iv_active, 1.0 - billing.active_discount, 1.0)
+    park_worker = np.asarray(raw.park_worker, dtype=np.int64)
+    park_start = np.asarray(raw.park_start_s, dtype=float)
+    park_end = np.asarray(raw.park_end_s, dtype=float)
+    n_workers = int(workers["worker"].max()) + 1 if len(workers) else 0
+    gpu_of: list[str | None] = [None] * n_workers
+    gpus_of = np.zeros(n_workers, dtype=np.int64)
+    for idx, gpu, gpus in zip(workers["worker"], workers["gpu_type"], workers["gpus"], strict=True):
+        gpu_of[int(idx)] = gpu if isinstance(gpu, str) else None
+        gpus_of[int(idx)] = int(gpus)
+    ledger = bill_workers(
+        billing,
+        iv_worker,
+        [s.value for s in STATE_CODES],
+        iv_state,
+        duration,
+        iv_active,
+        park_worker,
+        park_end - park_start,
+        gpu_of,
+        gpus_of,
+    )
+    n_iv = duration.size
+    billed, billed_s = ledger.billed[:n_iv], ledger.billed_s[:n_iv]
     intervals = pd.DataFrame(
         {
             "worker_id": w_id,
@@ -110,19 +144,39 @@ def build_result(raw: RawRecords) -> SimResult:
             "active": iv_active,
             "billed": billed,
             "billed_s": billed_s,
-            "gpu_s_billed": billed_s * units,
-            "cost_usd": billed_s * units * price * discount,
+            "gpu_s_billed": ledger.gpu_s[:n_iv],
+            "cost_usd": ledger.cost_usd[:n_iv],
         }
     )
-    summary = summarize(jobs, intervals, workers, raw.endpoint_ids, raw.end_s)
-    return SimResult(jobs, intervals, workers, summary, raw.end_s, raw.controller_calls)
+    parked = _no_parked()
+    if park_worker.size:
+        wk = workers.set_index("worker")
+        parked = pd.DataFrame(
+            {
+                "worker_id": wk["worker_id"].reindex(park_worker).to_numpy(),
+                "endpoint": wk["endpoint"].reindex(park_worker).to_numpy(),
+                "host": wk["host"].reindex(park_worker).to_numpy(),
+                "gpu_type": wk["gpu_type"].reindex(park_worker).to_numpy(),
+                "start_s": park_start,
+                "end_s": park_end,
+                "duration_s": park_end - park_start,
+                "billed": ledger.billed[n_iv:],
+                "billed_s": ledger.billed_s[n_iv:],
+                "gpu_s_billed": ledger.gpu_s[n_iv:],
+                "cost_usd": ledger.cost_usd[n_iv:],
+            }
+        )
+    summary = summarize(jobs, intervals, workers, raw.endpoint_ids, raw.end_s, parked)
+    return SimResult(jobs, intervals, workers, summary, raw.end_s, raw.controller_calls, parked)
 
 
 def _pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if values.size else float("nan")
 
 
-def _summary_row(name: str, jobs: pd.DataFrame, intervals: pd.DataFrame, workers: pd.DataFrame, end_s: float) -> dict[str, object]:
+def _summary_row(
+    name: str, jobs: pd.DataFrame, intervals: pd.DataFrame, workers: pd.DataFrame, end_s: float, parked: pd.DataFrame
+) -> dict[str, object]:
     done = jobs[jobs["status"].isin(_FINISHED)]
     latency = done["latency_s"].to_numpy()
     delay = done["delay_s"].to_numpy()
@@ -148,20 +202,32 @@ def _summary_row(name: str, jobs: pd.DataFrame, intervals: pd.DataFrame, workers
     for state in STATE_CODES[:4]:
         sel = intervals["state"] == state.value
         row[f"mean_{state.value.lower()}"] = float(intervals.loc[sel, "duration_s"].sum()) / span
-    row["gpu_s_billed"] = float(intervals["gpu_s_billed"].sum())
-    row["cost_usd"] = float(intervals["cost_usd"].sum())
+    row["gpu_s_billed"] = float(intervals["gpu_s_billed"].sum()) + float(parked["gpu_s_billed"].sum())
+    job_cost = jobs["cost_usd"] if "cost_usd" in jobs else pd.Series(dtype=float)
+    row["gb_s_billed"] = float(jobs["gb_s_billed"].sum()) if "gb_s_billed" in jobs else 0.0
+    row["cost_usd"] = float(intervals["cost_usd"].sum()) + float(parked["cost_usd"].sum()) + float(job_cost.sum())
     return row
 
 
 def summarize(
-    jobs: pd.DataFrame, intervals: pd.DataFrame, workers: pd.DataFrame, endpoint_ids: list[str], end_s: float
+    jobs: pd.DataFrame,
+    intervals: pd.DataFrame,
+    workers: pd.DataFrame,
+    endpoint_ids: list[str],
+    end_s: float,
+    parked: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
+    parked = _no_parked() if parked is None else parked
     rows = []
     if len(endpoint_ids) > 1:
         for eid in endpoint_ids:
             w = workers[workers["endpoint"] == eid] if len(workers) else workers
-            rows.append(_summary_row(eid, jobs[jobs["endpoint"] == eid], intervals[intervals["endpoint"] == eid], w, end_s))
-    rows.append(_summary_row("ALL" if len(endpoint_ids) > 1 else endpoint_ids[0], jobs, intervals, workers, end_s))
+            rows.append(
+                _summary_row(
+                    eid, jobs[jobs["endpoint"] == eid], intervals[intervals["endpoint"] == eid], w, end_s, parked[parked["endpoint"] == eid]
+                )
+            )
+    rows.append(_summary_row("ALL" if len(endpoint_ids) > 1 else endpoint_ids[0], jobs, intervals, workers, end_s, parked))
     return pd.DataFrame(rows)
 
 

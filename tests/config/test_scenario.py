@@ -166,3 +166,40 @@ def test_azure_header_is_checked(tmp_path: Path) -> None:
 def test_seed_argument_overrides_the_file() -> None:
     raw = yaml.safe_load((SCENARIOS / "quickstart.yaml").read_text())
     assert scenario_from_dict(raw, SCENARIOS, seed=99).config.seed == 99
+
+
+def test_billing_picks_a_preset_and_overrides_fields() -> None:
+    from gpuserve.core.billing import BillingBasis, StateBilling
+    from gpuserve.core.types import WorkerState
+
+    default = scenario_from_dict(_base(), SCENARIOS).config.billing
+    assert default.preset == "runpod" and default.states[WorkerState.IDLE] is StateBilling.YES
+    raw = _base()
+    # YAML reads `no` as false, so the state table is written as in Runpod's docs.
+    raw["billing"] = yaml.safe_load("{preset: always_on, prices_usd_per_gpu_s: {A100: 0.001}, states: {THROTTLED: no}, rounding_s: 60}")
+    model = scenario_from_dict(raw, SCENARIOS).config.billing
+    assert model.preset == "always_on" and model.parked_billed and model.rounding_s == 60
+    assert model.states[WorkerState.THROTTLED] is StateBilling.NO and model.states[WorkerState.IDLE] is StateBilling.YES
+    assert model.price_usd_per_s("A100") == 0.001
+    raw["billing"] = {"preset": "aws_lambda"}
+    raw["endpoints"][0]["memory_gb"] = 10
+    lam = scenario_from_dict(raw, SCENARIOS)
+    assert lam.config.billing.basis is BillingBasis.EXECUTION and lam.config.endpoints[0].spec.memory_gb == 10
+
+
+@pytest.mark.parametrize(
+    ("billing", "message"),
+    [
+        ({"preset": "modal"}, "billing.preset is not a billing preset (known: runpod, runpod_state_table, always_on, aws_lambda), was 'modal'"),
+        ({"preset": "aws_lambda"}, "endpoints[0].memory_gb is required: billing preset aws_lambda bills GB-seconds of execution"),
+        ({"idle_billed": True}, "billing.idle_billed was replaced by billing presets"),
+        ({"states": {"PAUSED": True}}, "billing.states.PAUSED is not a worker state"),
+        ({"rounding_s": -1}, "billing.rounding_s cannot be negative, was -1"),
+    ],
+)
+def test_bad_billing_is_named(billing: dict[str, Any], message: str) -> None:
+    raw = _base()
+    raw["billing"] = billing
+    with pytest.raises(ConfigError) as err:
+        scenario_from_dict(raw, SCENARIOS)
+    assert message in str(err.value)

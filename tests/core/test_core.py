@@ -8,6 +8,8 @@ import gpuserve.core as core
 from gpuserve.backends.fake import FakeBackend, FakeQueue
 from gpuserve.controller import Controller
 from gpuserve.core import (
+    BILLING_PRESETS,
+    BillingModel,
     ConfigError,
     EndpointSnapshot,
     EndpointSpec,
@@ -21,7 +23,7 @@ from gpuserve.core import (
     WorkerState,
     WorkerView,
     apply_guardrails,
-    is_billed,
+    billing_preset,
     transition,
 )
 from gpuserve.core.windows import prune, window_average
@@ -55,21 +57,45 @@ def test_job_transitions(source: JobStatus, target: JobStatus, ok: bool) -> None
             transition(source, target)
 
 
+# Runpod's worker-state table (seeds/004), row for row, and the pricing page's rule, which
+# differs only in billing IDLE (the idle-timeout window; a stopped, parked worker is no state).
 @pytest.mark.parametrize(
-    ("state", "processing", "idle_billed", "billed"),
+    ("state", "processing", "state_table", "pricing_page"),
     [
-        (WorkerState.INITIALIZING, False, False, False),
-        (WorkerState.IDLE, False, False, False),
-        (WorkerState.IDLE, False, True, True),
-        (WorkerState.RUNNING, True, False, True),
+        (WorkerState.INITIALIZING, False, True, True),
+        (WorkerState.IDLE, False, False, True),
+        (WorkerState.RUNNING, True, True, True),
         (WorkerState.THROTTLED, False, False, False),
-        (WorkerState.OUTDATED, True, False, True),
+        (WorkerState.OUTDATED, True, True, True),
         (WorkerState.OUTDATED, False, False, False),
         (WorkerState.UNHEALTHY, False, False, False),
     ],
 )
-def test_billing_rule(state: WorkerState, processing: bool, idle_billed: bool, billed: bool) -> None:
-    assert is_billed(state, processing, idle_billed=idle_billed) is billed
+def test_runpod_billing_rules(state: WorkerState, processing: bool, state_table: bool, pricing_page: bool) -> None:
+    assert BILLING_PRESETS["runpod_state_table"].billed(state, processing) is state_table
+    assert BILLING_PRESETS["runpod"].billed(state, processing) is pricing_page
+    assert BILLING_PRESETS["always_on"].billed(state, processing) is True
+    assert BILLING_PRESETS["aws_lambda"].billed(state, processing) is False
+    assert BILLING_PRESETS["runpod_state_table"].billed(state, processing, active=True) is True
+
+
+def test_billing_presets_take_overrides_and_name_bad_fields() -> None:
+    model = billing_preset("runpod_state_table", states={"idle": True}, rounding_s=0.0)
+    assert model.billed(WorkerState.IDLE, False) and model.rounding_s == 0.0
+    assert model.preset == "runpod_state_table"
+    assert BillingModel() == BILLING_PRESETS["runpod"]
+    with pytest.raises(ConfigError, match=r"billing\.preset .*known: runpod, runpod_state_table, always_on, aws_lambda"):
+        billing_preset("modal")
+    with pytest.raises(ConfigError, match=r"billing\.states\.PAUSED"):
+        billing_preset("runpod", states={"PAUSED": True})
+    with pytest.raises(ConfigError, match=r"billing\.states\.IDLE must be true, false or 'while_processing', was 'sometimes'"):
+        billing_preset("runpod", states={"IDLE": "sometimes"})
+    with pytest.raises(ConfigError, match=r"billing\.idle_billed is not a billing field"):
+        billing_preset("runpod", idle_billed=True)
+    with pytest.raises(ConfigError, match=r"billing\.active_discount"):
+        BillingModel(active_discount=2.0)
+    with pytest.raises(ConfigError, match=r"billing\.rounding_s must be a number >= 0, was -1"):
+        BillingModel(rounding_s=-1)
 
 
 @pytest.mark.parametrize(

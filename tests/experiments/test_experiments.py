@@ -25,7 +25,7 @@ def test_a_run_is_data_and_write_run_lays_out_the_folder(tmp_path: Path) -> None
     assert result.summary.iloc[-1]["jobs"] == len(result.jobs) > 0
     assert seen and all(0 <= now_s <= horizon_s for now_s, horizon_s in seen)
     paths = write_run(result, tmp_path / "run", plots=False)
-    assert sorted(p.name for p in paths) == ["intervals.csv", "jobs.csv", "summary.csv", "workers.csv"]
+    assert sorted(p.name for p in paths) == ["intervals.csv", "jobs.csv", "parked.csv", "summary.csv", "workers.csv"]
 
 
 def test_a_sweep_gives_one_row_per_setting_and_write_sweep_one_folder_per_point(tmp_path: Path) -> None:

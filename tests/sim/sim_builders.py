@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpuserve.core.billing import billing_preset
 from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
-from gpuserve.sim.billing import BillingModel
 from gpuserve.sim.coldstart import ColdStartProfile
 from gpuserve.sim.engine import SimConfig, SimEndpoint, Simulation
 from gpuserve.sim.hosts import HostSpec
@@ -31,6 +31,7 @@ def endpoint(
     gpu_type: str | None = "A100",
     concurrency: int = 1,
     execution_timeout_s: float = 600.0,
+    memory_gb: float | None = None,
 ) -> SimEndpoint:
     spec = EndpointSpec(
         eid,
@@ -46,6 +47,7 @@ def endpoint(
         gpu_type=gpu_type,
         concurrency_per_worker=concurrency,
         execution_timeout_s=execution_timeout_s,
+        memory_gb=memory_gb,
     )
     return SimEndpoint(
         spec=spec,
@@ -60,15 +62,19 @@ def run(
     duration_s: float = 100.0,
     hosts: tuple[HostSpec, ...] = (),
     prices: dict[str, float] | None = None,
-    discount: float = 0.3,
-    idle_billed: bool = False,
+    discount: float | None = None,  # None: the preset's active-worker discount
+    billing: str = "runpod",
+    billing_overrides: dict[str, Any] | None = None,
     seed: int = 0,
     consult: str = "auto",
 ) -> SimResult:
+    overrides = dict(billing_overrides or {})
+    if discount is not None:
+        overrides["active_discount"] = discount
     config = SimConfig(
         endpoints=tuple(endpoints),
         hosts=hosts,
-        billing=BillingModel(prices or {"A100": 0.001}, discount, idle_billed),
+        billing=billing_preset(billing, prices_usd_per_gpu_s=prices or {"A100": 0.001}, **overrides),
         duration_s=duration_s,
         seed=seed,
         consult_on_arrival="always" if consult == "always" else "auto",

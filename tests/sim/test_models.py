@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from gpuserve.core.errors import ConfigError
-from gpuserve.sim.billing import BillingModel
 from gpuserve.sim.coldstart import ColdStartProfile, ModelSource
 from gpuserve.sim.service import Constant, Empirical, Exponential, Lognormal
 from gpuserve.sim.workload import (
@@ -98,13 +97,3 @@ def test_cold_start_stages_by_model_source() -> None:
     assert baked.stages(image_wait_s=None, flash=True).total_s == baked.flash_resume_s
     with pytest.raises(ConfigError, match="pull_bandwidth_gb_s must be positive"):
         ColdStartProfile(pull_bandwidth_gb_s=0.0)
-
-
-def test_billing_mask_follows_core_rule() -> None:
-    states = np.array(["INITIALIZING", "IDLE", "RUNNING", "THROTTLED", "IDLE"], dtype=object)
-    processing = states == "RUNNING"
-    active = np.array([False, False, False, False, True])
-    assert BillingModel().billed_mask(states, processing, active).tolist() == [False, False, True, False, True]
-    assert BillingModel(idle_billed=True).billed_mask(states, processing, active).tolist() == [False, True, True, False, True]
-    with pytest.raises(ConfigError, match=r"billing\.active_discount"):
-        BillingModel(active_discount=2.0)

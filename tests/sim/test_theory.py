@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from gpuserve.sim.billing import BillingModel
+from gpuserve.core.billing import BillingModel
 from gpuserve.sim.coldstart import ColdStartProfile
 from gpuserve.sim.engine import SimConfig, Simulation
 from gpuserve.sim.service import Exponential

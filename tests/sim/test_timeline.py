@@ -42,20 +42,20 @@ def test_one_job_at_zero_workers_cold_start_run_idle_retire_and_cost() -> None:
         ("IDLE", 22.0, 52.0),
     ]
     summary = result.summary.iloc[0]
-    # Only RUNNING is billed: 5 GPU-s x $0.002.
-    assert summary.gpu_s_billed == 5.0
-    assert summary.cost_usd == pytest.approx(5.0 * 0.002, rel=1e-12)
+    # The runpod preset bills from start until stopped: 17 + 5 + 30 = 52 GPU-s x $0.002.
+    assert summary.gpu_s_billed == 52.0
+    assert summary.cost_usd == pytest.approx(52.0 * 0.002, rel=1e-12)
     assert result.end_s == 100.0
 
 
-def test_idle_billed_switch_bills_idle_time_too() -> None:
+def test_the_state_table_preset_bills_start_up_and_running_but_not_idle() -> None:
     result = run(
         endpoint(times=(0.0,), cold=STAGED, service=Constant(5.0), idle_timeout_s=30.0),
         duration_s=100.0,
         prices={"A100": 0.002},
-        idle_billed=True,
+        billing="runpod_state_table",
     )
-    assert result.summary.iloc[0].gpu_s_billed == 5.0 + 30.0
+    assert result.summary.iloc[0].gpu_s_billed == 17.0 + 5.0
 
 
 def test_second_worker_on_the_same_host_finds_the_image_cached() -> None:
@@ -147,7 +147,7 @@ def test_execution_timeout_ends_the_job_as_timed_out() -> None:
 
 def test_jobs_left_at_the_drain_limit_are_cancelled() -> None:
     # max_workers 0: nothing can ever run the job; it is cancelled when the drain limit ends the run.
-    from gpuserve.sim.billing import BillingModel
+    from gpuserve.core.billing import BillingModel
     from gpuserve.sim.engine import SimConfig, Simulation
     from gpuserve.sim.records import build_result
 
@@ -165,4 +165,5 @@ def test_concurrency_lets_one_worker_take_several_jobs() -> None:
     )
     assert result.jobs["worker_id"].nunique() == 1
     assert result.jobs["start_s"].tolist() == [2.0, 2.0, 2.0]
-    assert result.summary.iloc[0].gpu_s_billed == 4.0  # one worker RUNNING 2 -> 6
+    # One worker: INITIALIZING 0 -> 2, RUNNING 2 -> 6, IDLE 6 -> 11 (idle timeout 5 s), all billed.
+    assert result.summary.iloc[0].gpu_s_billed == 11.0
