@@ -26,14 +26,27 @@ def simulate(
         list[str] | None,
         typer.Option("--sweep", help="one run per value: endpoint.scaling.idle_timeout_s=5,60,600"),
     ] = None,
+    replications: Annotated[
+        int | None,
+        typer.Option("--replications", help="runs per setting, seeds derived from the base seed (default: the scenario's, 1)"),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", help="processes for sweep points and replications (default: every core)")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="write PNG plots")] = True,
 ) -> None:
     """Simulate a scenario: print the summary, write per-job records, worker intervals and plots."""
     if fmt not in ("csv", "parquet"):
         raise fail(f"--format must be csv or parquet, was {fmt!r}")
+    if replications is not None and replications < 1:
+        raise fail(f"--replications must be at least 1, was {replications}")
+    if jobs is not None and jobs < 1:
+        raise fail(f"--jobs must be at least 1, was {jobs}")
     try:
-        _simulate(scenario, out, seed, set_ or [], sweep or [], "parquet" if fmt == "parquet" else "csv", plots)
+        _simulate(
+            scenario, out, seed, set_ or [], sweep or [], "parquet" if fmt == "parquet" else "csv", plots, replications, jobs
+        )
     except GpuserveError as exc:
         raise fail(str(exc)) from None
 
@@ -46,14 +59,27 @@ def _simulate(
     sweeps: Sequence[str],
     fmt: Literal["csv", "parquet"],
     plots: bool,
+    replications: int | None = None,
+    jobs: int | None = None,
 ) -> None:
     # The experiment modules load pandas and the engine: imported here so `gpuserve --help` stays quick.
     from gpuserve.cli.tables import summary_table
     from gpuserve.config.scenario import parse_assignment
-    from gpuserve.experiments import load_scenario, run_scenario, run_sweep, write_run, write_sweep
+    from gpuserve.experiments import (
+        default_jobs,
+        load_scenario,
+        run_replicated,
+        run_scenario,
+        run_sweep,
+        write_replicated,
+        write_run,
+        write_sweep,
+    )
 
     scenario = load_scenario(scenario_path, [parse_assignment(s) for s in sets], seed=seed)
     sweep = _parse_sweep(sweeps) or scenario.sweep
+    reps = scenario.replications if replications is None else replications
+    processes = default_jobs() if jobs is None else jobs
     out_dir = out if out is not None else Path("out") / scenario_path.stem
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -64,7 +90,18 @@ def _simulate(
         transient=True,
         disable=not console.is_terminal,
     )
-    if not sweep:
+    if not sweep and reps > 1:
+        with progress:
+            task = progress.add_task(f"{scenario.name} x {reps}", total=1.0)
+
+            def rep_step(i: int, n: int, now_s: float, horizon_s: float) -> None:
+                progress.update(task, description=f"{scenario.name} [{i + 1}/{n}]", completed=i * horizon_s + now_s, total=n * horizon_s)
+
+            replicated = run_replicated(scenario, reps, processes, rep_step)
+        title = f"{scenario.name}: {scenario_path}, mean ± 95% CI over {reps} replications"
+        console.print(summary_table(replicated.summary, title))
+        write_replicated(replicated, out_dir, fmt, plots)
+    elif not sweep:
         with progress:
             task = progress.add_task(scenario.name, total=1.0)
 
@@ -81,9 +118,12 @@ def _simulate(
             def sweep_step(i: int, n: int, now_s: float, horizon_s: float) -> None:
                 progress.update(task, description=f"{scenario.name} [{i + 1}/{n}]", completed=i * horizon_s + now_s, total=n * horizon_s)
 
-            table, results = run_sweep(scenario, sweep, sweep_step, seed=seed)
-        console.print(summary_table(table, f"{scenario.name}: sweep of {', '.join(sweep)}", first="setting"))
-        write_sweep(table, results, out_dir, fmt, plots)
+            swept = run_sweep(scenario, sweep, sweep_step, replications=reps, jobs=processes)
+        title = f"{scenario.name}: sweep of {', '.join(sweep)}"
+        if reps > 1:
+            title += f", mean ± 95% CI over {reps} replications"
+        console.print(summary_table(swept.table, title, first="setting"))
+        write_sweep(swept, out_dir, fmt, plots)
     console.print(f"results written to {out_dir}/")
 
 

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 __all__ = ["comparison_table", "summary_table"]
 
+_CI = "_ci95"  # a replicated summary's 95% CI half-width column beside each metric
+
 # (summary column, header, format): the metrics a summary table shows, in order.
 _COLUMNS = [
     ("jobs", "jobs", "{:.0f}"),
@@ -38,7 +40,7 @@ def summary_table(summary: pd.DataFrame, title: str, first: str = "endpoint", ma
         for _, row in summary.iterrows():
             table.add_column(str(row[first]), justify="right")
         for key, header, fmt in _COLUMNS:
-            table.add_row(header, *(_cell(row.get(key), fmt) for _, row in summary.iterrows()))
+            table.add_row(header, *(_cell(row.get(key), fmt, row.get(key + _CI)) for _, row in summary.iterrows()))
         return table
     compact = [c for c in _COLUMNS if c[0] in {"jobs", "latency_p50_s", "latency_p99_s", "cold_start_fraction", "cost_usd"}]
     table.add_column(first, no_wrap=True)
@@ -46,7 +48,7 @@ def summary_table(summary: pd.DataFrame, title: str, first: str = "endpoint", ma
         table.add_column(header, justify="right")
     frame = summary if len(summary) <= max_rows else pd.concat([summary.head(max_rows - 1), summary.tail(1)])
     for _, row in frame.iterrows():
-        table.add_row(str(row[first]), *(_cell(row.get(key), fmt) for key, _h, fmt in compact))
+        table.add_row(str(row[first]), *(_cell(row.get(key), fmt, row.get(key + _CI)) for key, _h, fmt in compact))
     return table
 
 
@@ -80,8 +82,10 @@ def comparison_table(comp: Comparison, title: str) -> Table:
     return table
 
 
-def _cell(value: object, fmt: str) -> str:
+def _cell(value: object, fmt: str, ci: object = None) -> str:
     # NaN is the one value unequal to itself: a metric with no data (no jobs finished) prints as "-".
     if value is None or value != value:
         return "-"
-    return fmt.format(value)
+    if ci is None or ci != ci:
+        return fmt.format(value)
+    return f"{fmt.format(value)} ± {fmt.format(ci)}"

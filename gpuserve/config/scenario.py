@@ -180,6 +180,7 @@ class ScenarioModel(_M):
     description: str = ""
     duration_s: Pos | None = None
     seed: Annotated[int, Field(ge=0)] = 0
+    replications: Annotated[int, Field(ge=1)] = 1  # runs per setting, seeds derived from `seed`
     consult_on_arrival: Literal["auto", "always"] = "auto"
     drain_limit_s: NonNeg = 3600.0
     hosts: list[HostModel] = Field(default_factory=list)
@@ -199,6 +200,7 @@ class Scenario:
     sweep: dict[str, list[Any]]
     raw: dict[str, Any]
     base_dir: Path
+    replications: int = 1
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -466,7 +468,7 @@ def scenario_from_dict(raw: dict[str, Any], base_dir: Path, seed: int | None = N
         consult_on_arrival=model.consult_on_arrival,
         drain_limit_s=model.drain_limit_s,
     )
-    return Scenario(model.name, model.description, config, dict(model.sweep), raw, base_dir)
+    return Scenario(model.name, model.description, config, dict(model.sweep), raw, base_dir, model.replications)
 
 
 def load_scenario(

@@ -1,21 +1,64 @@
-"""Run a sweep of settings over a scenario (one summary row per setting) and write its results folder."""
+"""Sweeps and replications over a scenario: one row per setting (mean and 95% CI over replications) and its results folder."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
-from gpuserve.config.scenario import Scenario, apply_overrides, scenario_from_dict, sweep_points
-from gpuserve.experiments.run import run_scenario, write_run
+from gpuserve.config.scenario import Scenario, apply_overrides, sweep_points
+from gpuserve.core.errors import ConfigError
+from gpuserve.experiments.replicate import RunTask, TaskProgress, aggregate, replication_seeds, run_tasks
+from gpuserve.experiments.run import write_run
 from gpuserve.sim.records import SimResult
 
-__all__ = ["SweepProgress", "run_sweep", "write_sweep"]
+__all__ = ["Replicated", "SweepProgress", "SweepResult", "run_replicated", "run_sweep", "write_replicated", "write_sweep"]
 
-# progress(point, points, now_s, horizon_s): point index from 0, then simulated seconds within that point.
-SweepProgress = Callable[[int, int, float, float], None]
+# progress(task, tasks, now_s, horizon_s): task index from 0, then simulated seconds within it
+# (in parallel runs, whole tasks: now_s == horizon_s as each one finishes).
+SweepProgress = TaskProgress
+
+# Scenario keys that make no sense to sweep, and what to use instead.
+_NOT_SWEPT = {
+    "seed": "use --replications N (or `replications: N`): N seeds derived from the base seed, "
+    "with the mean and 95% confidence interval of every metric",
+    "replications": "set it once, for every setting",
+    "sweep": "a sweep cannot sweep itself",
+}
+
+
+@dataclass
+class SweepResult:
+    """A sweep's data. `table`: one row per setting, a column per swept parameter, `setting` (a
+    label), `replications`, then every summary metric (the mean over replications, with
+    `<metric>_ci95` beside it when there are several). `runs`: one row per run (setting,
+    replication, seed, metrics). `results`: every run's records, setting-major."""
+
+    table: pd.DataFrame
+    runs: pd.DataFrame
+    results: list[SimResult]
+    params: list[str]
+    replications: int = 1
+    seeds: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Replicated:
+    """N replications of one scenario. `summary`: per endpoint (and ALL), the mean and 95% CI of
+    each metric; `runs`: every replication's summary rows with `replication` and `seed`."""
+
+    summary: pd.DataFrame
+    runs: pd.DataFrame
+    results: list[SimResult]
+    seeds: list[int]
+
+
+def _check_sweep(sweep: dict[str, list[Any]]) -> None:
+    for key in sweep:
+        if key in _NOT_SWEPT:
+            raise ConfigError(f"sweep.{key}", sweep[key], f"cannot be swept: {_NOT_SWEPT[key]}")
 
 
 def run_sweep(
@@ -23,50 +66,85 @@ def run_sweep(
     sweep: dict[str, list[Any]],
     progress: SweepProgress | None = None,
     seed: int | None = None,
-) -> tuple[pd.DataFrame, list[SimResult]]:
-    """Run every point of the sweep; returns the per-setting ALL-endpoint summary rows and results."""
+    replications: int | None = None,
+    jobs: int = 1,
+) -> SweepResult:
+    """Run every point of the sweep, `replications` times each (default: the scenario's), in `jobs` processes."""
+    _check_sweep(sweep)
+    reps = scenario.replications if replications is None else replications
+    seeds = replication_seeds(scenario.config.seed if seed is None else seed, reps)
     points = sweep_points(sweep)
+    tasks = []
+    for _label, assignments in points:
+        raw = apply_overrides(scenario.raw, list(assignments))
+        tasks += [RunTask(raw, scenario.base_dir, s) for s in seeds]
+    results = run_tasks(tasks, jobs, progress)
+    params = list(sweep)
     rows = []
-    results = []
-    for i, (label, assignments) in enumerate(points):
-        raw = apply_overrides(scenario.raw, _as_assignments(assignments))
-        point = scenario_from_dict(raw, scenario.base_dir, seed=scenario.config.seed if seed is None else seed)
+    for p, (label, assignments) in enumerate(points):
+        for k, s in enumerate(seeds):
+            head: dict[str, Any] = dict(assignments)
+            head.update({"setting": label, "replication": k, "seed": s})
+            metrics = results[p * reps + k].summary.iloc[-1]
+            rows.append({**head, **{str(c): metrics[c] for c in metrics.index}})
+    runs = pd.DataFrame(rows)
+    if reps == 1:
+        table = runs.drop(columns=["replication"]).assign(replications=1)
+        table = table[[*params, "setting", "replications", *[c for c in table.columns if c not in (*params, "setting", "replications")]]]
+    else:
+        table = aggregate(runs.drop(columns=["endpoint"]), [*params, "setting"])
+    return SweepResult(table, runs, results, params, reps, seeds)
 
-        def step(now_s: float, horizon_s: float, i: int = i) -> None:
-            if progress:
-                progress(i, len(points), now_s, horizon_s)
 
-        result = run_scenario(point, step)
-        row = result.summary.iloc[-1].to_dict()
-        row = {"setting": label, **row}
-        rows.append(row)
-        results.append(result)
-    return pd.DataFrame(rows), results
+def run_replicated(
+    scenario: Scenario, replications: int | None = None, jobs: int = 1, progress: SweepProgress | None = None
+) -> Replicated:
+    """Run the scenario once per seed derived from its own; summarise each endpoint's metrics as mean and 95% CI."""
+    reps = scenario.replications if replications is None else replications
+    seeds = replication_seeds(scenario.config.seed, reps)
+    results = run_tasks([RunTask(scenario.raw, scenario.base_dir, s) for s in seeds], jobs, progress)
+    frames = [r.summary.assign(replication=k, seed=s) for k, (r, s) in enumerate(zip(results, seeds, strict=True))]
+    runs = pd.concat(frames, ignore_index=True)
+    return Replicated(aggregate(runs, ["endpoint"]), runs, results, seeds)
+
+
+def _write_table(frame: pd.DataFrame, path: Path, fmt: Literal["csv", "parquet"]) -> Path:
+    if fmt == "parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
 
 
 def write_sweep(
-    table: pd.DataFrame,
-    results: Sequence[SimResult],
+    sweep: SweepResult,
     out_dir: Path,
     fmt: Literal["csv", "parquet"] = "csv",
     plots: bool = True,
 ) -> list[Path]:
-    """Write sweep.csv (one row per setting), each point's results in pointNN/, and the cost-vs-p99 plot."""
+    """Write sweep.csv (one row per setting), runs.csv (one per run), each run's records in
+    pointNN/ (pointNN/repKK/ with replications), and the cost-vs-p99 plot."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    table_path = out_dir / f"sweep.{fmt}"
-    if fmt == "parquet":
-        table.to_parquet(table_path, index=False)
-    else:
-        table.to_csv(table_path, index=False)
-    paths = [table_path]
-    for k, result in enumerate(results):
-        paths += write_run(result, out_dir / f"point{k:02d}", fmt, plots=False)
+    paths = [_write_table(sweep.table, out_dir / f"sweep.{fmt}", fmt), _write_table(sweep.runs, out_dir / f"runs.{fmt}", fmt)]
+    reps = sweep.replications
+    for i, result in enumerate(sweep.results):
+        point = out_dir / f"point{i // reps:02d}"
+        paths += write_run(result, point if reps == 1 else point / f"rep{i % reps:02d}", fmt, plots=False)
     if plots:
         from gpuserve.sim.plots import plot_sweep
 
-        paths.append(plot_sweep(table, out_dir))
+        paths.append(plot_sweep(sweep.table, out_dir))
     return paths
 
 
-def _as_assignments(assignments: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    return [(k, v) for k, v in assignments]
+def write_replicated(
+    rep: Replicated, out_dir: Path, fmt: Literal["csv", "parquet"] = "csv", plots: bool = True
+) -> list[Path]:
+    """Write summary.csv (mean and CI per endpoint), runs.csv (one row per replication and endpoint),
+    each replication's records in repKK/, and the first replication's plots."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [_write_table(rep.summary, out_dir / f"summary.{fmt}", fmt), _write_table(rep.runs, out_dir / f"runs.{fmt}", fmt)]
+    for k, result in enumerate(rep.results):
+        paths += write_run(result, out_dir / f"rep{k:02d}", fmt, plots=plots and k == 0)
+    return paths
+

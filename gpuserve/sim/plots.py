@@ -56,10 +56,20 @@ def plot_run(result: SimResult, out_dir: Path) -> list[Path]:
 
 
 def plot_sweep(points: pd.DataFrame, out_dir: Path) -> Path:
-    """One point per setting: cost against p99 latency."""
+    """One point per setting: cost against p99 latency, with 95% CI bars when the sweep was replicated."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter(points["latency_p99_s"], points["cost_usd"])
+    if "cost_usd_ci95" in points and "latency_p99_s_ci95" in points:
+        ax.errorbar(
+            points["latency_p99_s"],
+            points["cost_usd"],
+            xerr=points["latency_p99_s_ci95"].fillna(0.0),
+            yerr=points["cost_usd_ci95"].fillna(0.0),
+            fmt="o",
+            capsize=3,
+        )
+    else:
+        ax.scatter(points["latency_p99_s"], points["cost_usd"])
     for _, row in points.iterrows():
         ax.annotate(str(row["setting"]), (row["latency_p99_s"], row["cost_usd"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("p99 latency (s)")

@@ -30,8 +30,12 @@ def test_a_run_is_data_and_write_run_lays_out_the_folder(tmp_path: Path) -> None
 
 def test_a_sweep_gives_one_row_per_setting_and_write_sweep_one_folder_per_point(tmp_path: Path) -> None:
     scenario = load_scenario(QUICKSTART, [("duration_s", "600")])
-    table, results = run_sweep(scenario, {"endpoint.scaling.idle_timeout_s": [1, 300]})
-    assert table["setting"].astype(str).tolist() == ["1", "300"] and len(results) == 2
-    write_sweep(table, results, tmp_path / "sw", plots=False)
+    swept = run_sweep(scenario, {"endpoint.scaling.idle_timeout_s": [1, 300]})
+    table = swept.table
+    assert table["setting"].astype(str).tolist() == ["1", "300"] and len(swept.results) == 2
+    # One column per swept parameter; a longer idle timeout keeps workers (and bills) longer.
+    assert table["endpoint.scaling.idle_timeout_s"].tolist() == [1, 300]
+    assert table["cost_usd"].iloc[1] > table["cost_usd"].iloc[0]
+    write_sweep(swept, tmp_path / "sw", plots=False)
     assert pd.read_csv(tmp_path / "sw" / "sweep.csv")["jobs"].tolist() == table["jobs"].tolist()
     assert (tmp_path / "sw" / "point01" / "jobs.csv").is_file()

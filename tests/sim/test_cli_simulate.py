@@ -56,6 +56,20 @@ def test_sweep_gives_one_row_per_setting_and_the_cost_plot(tmp_path: Path) -> No
     assert table["cold_start_fraction"].iloc[0] >= table["cold_start_fraction"].iloc[2]
 
 
+def test_replications_print_mean_and_ci_and_a_seed_sweep_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "reps"
+    args = ["simulate", str(QUICKSTART), "--set", "duration_s=300", "--no-plots"]
+    result = runner.invoke(app, [*args, "--out", str(out), "--replications", "3", "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "mean ± 95% CI over 3 replications" in result.output and " ± " in result.output
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.loc[0, "replications"] == 3 and summary.loc[0, "cost_usd_ci95"] > 0
+    assert len(pd.read_csv(out / "runs.csv")) == 3
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "s"), "--sweep", "seed=1,2,3"])
+    assert refused.exit_code == 2
+    assert "sweep.seed cannot be swept: use --replications N" in refused.output
+
+
 def test_bad_scenario_is_one_line_naming_field_and_value(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(QUICKSTART.read_text().replace("idle_timeout_s: 60", "idle_timeout_s: -3"))
