@@ -31,8 +31,8 @@ _NOT_SWEPT = {
 
 @dataclass
 class SweepResult:
-    """A sweep's data. `table`: one row per setting, a column per swept parameter, `setting` (a
-    label), `replications`, then every summary metric (the mean over replications, with
+    """A sweep's data. `table`: one row per setting, a column per swept parameter, `point` (its
+    index, the pointNN/ folder), `setting` (a label), `replications`, then every summary metric (the mean over replications, with
     `<metric>_ci95` beside it when there are several). `runs`: one row per run (setting,
     replication, seed, metrics). `results`: every run's records, setting-major."""
 
@@ -84,15 +84,19 @@ def run_sweep(
     for p, (label, assignments) in enumerate(points):
         for k, s in enumerate(seeds):
             head: dict[str, Any] = dict(assignments)
-            head.update({"setting": label, "replication": k, "seed": s})
+            head.update({"point": p, "setting": label, "replication": k, "seed": s})
             metrics = results[p * reps + k].summary.iloc[-1]
             rows.append({**head, **{str(c): metrics[c] for c in metrics.index}})
     runs = pd.DataFrame(rows)
     if reps == 1:
         table = runs.drop(columns=["replication"]).assign(replications=1)
-        table = table[[*params, "setting", "replications", *[c for c in table.columns if c not in (*params, "setting", "replications")]]]
     else:
-        table = aggregate(runs.drop(columns=["endpoint"]), [*params, "setting"])
+        # Grouped by point, not by the values: a swept value may be a mapping (`params={}`).
+        table = aggregate(runs.drop(columns=["endpoint", *params]), ["point", "setting"])
+        for key in reversed(params):
+            table.insert(0, key, [dict(points[p][1])[key] for p in table["point"]])
+    first = [*params, "point", "setting", "replications"]
+    table = table[[*first, *[c for c in table.columns if c not in first]]]
     return SweepResult(table, runs, results, params, reps, seeds)
 
 
