@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +31,7 @@ class ScalingModel(_Frozen):
 
 class PolicyModel(_Frozen):
     # None: the Runpod policy that matches the endpoint's scaler (see default_policy_name).
+    # A built-in or plug-in name, or your own: `my_module:POLICY`, `path/to/file.py:POLICY`.
     name: str | None = None
     params: dict[str, float | int | str | bool] = Field(default_factory=dict)
 
@@ -56,10 +58,15 @@ def _prefixed(prefix: str, exc: ConfigError) -> ConfigError:
     return ConfigError(field, exc.value, exc.problem)
 
 
-def endpoint_spec(endpoint_id: str, fields: EndpointFields, where: str) -> EndpointSpec:
-    """Build the frozen EndpointSpec and validate its policy; errors are prefixed with `where`."""
+def endpoint_spec(endpoint_id: str, fields: EndpointFields, where: str, base_dir: Path | None = None) -> EndpointSpec:
+    """Build the frozen EndpointSpec and validate its policy; errors are prefixed with `where`.
+
+    A policy named by file (`policies/spare.py:POLICY`) is resolved against `base_dir`, the
+    folder of the file that names it, so the spec names the same file from any process."""
     from gpuserve import policies
 
+    policy_name = fields.policy.name or default_policy_name(fields.scaling.scaler)
+    policy_name = policies.resolve_reference(policy_name, base_dir)
     s = fields.scaling
     try:
         scaling = ScalingSpec(
@@ -74,7 +81,7 @@ def endpoint_spec(endpoint_id: str, fields: EndpointFields, where: str) -> Endpo
         spec = EndpointSpec(
             endpoint_id=endpoint_id,
             scaling=scaling,
-            policy=PolicySpec(fields.policy.name or default_policy_name(s.scaler), fields.policy.params),
+            policy=PolicySpec(policy_name, fields.policy.params),
             gpu_type=fields.gpu_type,
             gpus_per_worker=fields.gpus_per_worker,
             concurrency_per_worker=fields.concurrency_per_worker,

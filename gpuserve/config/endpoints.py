@@ -165,7 +165,7 @@ def _build(model: EndpointModel, where: str, base_dir: Path) -> LoadedEndpoint:
             raise ConfigError(f"{where}.handler", model.handler, f"is not a file (looked at {handler})")
     else:
         handler = _resolve(model.handler, base_dir)
-    spec = endpoint_spec(model.id, model, where)
+    spec = endpoint_spec(model.id, model, where, base_dir)
     deployment = Deployment(
         spec=spec,
         handler_path=handler,

@@ -383,7 +383,7 @@ def _cold_start(model: ColdStartModel, base: Path, prefix: str) -> ColdStartProf
 
 
 def _sim_endpoint(eid: str, model: EndpointTemplate, workload: Workload, base: Path, prefix: str) -> SimEndpoint:
-    spec = endpoint_spec(eid, model, prefix)
+    spec = endpoint_spec(eid, model, prefix, base)
     return SimEndpoint(
         spec=spec,
         workload=workload,

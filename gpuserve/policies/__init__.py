@@ -8,6 +8,30 @@ from gpuserve.policies import (
     ray_serve,  # noqa: F401  (registers ray_serve)
     request_count,  # noqa: F401  (registers runpod_request_count)
 )
-from gpuserve.policies.base import Policy, PolicyInstance, available, build_params, get, register
+from gpuserve.policies.base import (
+    ENTRY_POINT_GROUP,
+    Policy,
+    PolicyInstance,
+    available,
+    build_params,
+    get,
+    is_reference,
+    lookup,
+    register,
+    resolve_reference,
+    source_of,
+)
 
-__all__ = ["Policy", "PolicyInstance", "available", "build_params", "get", "register"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Policy",
+    "PolicyInstance",
+    "available",
+    "build_params",
+    "get",
+    "is_reference",
+    "lookup",
+    "register",
+    "resolve_reference",
+    "source_of",
+]

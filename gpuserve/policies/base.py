@@ -1,22 +1,34 @@
-"""The policy contract and the registry that lets scenario files name policies.
+"""The policy contract and the registry that lets scenario files name policies, built-in or plug-in.
 
 A policy is pure: `decide(snapshot, params, state) -> (ScaleDecision, new_state)`, with
 frozen params (validated once from the scenario's dict) and a frozen state. It never reads
 a clock, sleeps or does I/O; time arrives as `snapshot.now_s`.
+
+A name is a built-in's (`knative_kpa`), a plug-in's from the `gpuserve.policies` entry-point
+group, or a reference to a `Policy` object: `my_module:POLICY` (a module on the path) or
+`path/to/file.py:POLICY` (loaded once per process; a relative path is resolved by the config
+loader against the scenario's or endpoints file's folder).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from gpuserve.core.errors import ConfigError
 from gpuserve.core.types import EndpointSnapshot, EndpointSpec, ScaleDecision
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "Policy",
     "PolicyInstance",
     "ScheduleFlag",
@@ -24,8 +36,15 @@ __all__ = [
     "build_params",
     "check_number",
     "get",
+    "is_reference",
+    "lookup",
+    "plugin_problems",
     "register",
+    "resolve_reference",
+    "source_of",
 ]
+
+ENTRY_POINT_GROUP = "gpuserve.policies"  # [project.entry-points."gpuserve.policies"] my_policy = "my_pkg.mod:POLICY"
 
 P = TypeVar("P")
 S = TypeVar("S")
@@ -121,6 +140,9 @@ def check_number(name: str, value: object, *, positive: bool = False) -> float:
 
 
 _REGISTRY: dict[str, Policy[Any, Any]] = {}
+_SOURCES: dict[str, str] = {}  # where a non-built-in name came from: "entry point my_pkg.mod:POLICY (my-dist)"
+_REFERENCES: dict[str, Policy[Any, Any]] = {}  # `module:ATTR` / `/abs/file.py:ATTR` -> the Policy it names
+_PLUGIN_PROBLEMS: dict[str, str] = {}  # entry points that failed to load, and why
 
 
 def register(policy: Policy[P, S]) -> Policy[P, S]:
@@ -131,8 +153,135 @@ def register(policy: Policy[P, S]) -> Policy[P, S]:
 
 
 def available() -> list[str]:
+    """Every name a file can use: the built-ins and the installed plug-ins (entry points)."""
     _load_builtin()
+    _load_entry_points()
     return sorted(_REGISTRY)
+
+
+def source_of(name: str) -> str:
+    """`built-in`, `entry point ...` or `reference ...`: where the policy behind `name` comes from."""
+    if is_reference(name):
+        return f"reference {name}"
+    return _SOURCES.get(name, "built-in")
+
+
+def plugin_problems() -> dict[str, str]:
+    """Entry points of the `gpuserve.policies` group that could not be loaded, with the reason."""
+    _load_entry_points()
+    return dict(_PLUGIN_PROBLEMS)
+
+
+def is_reference(name: str) -> bool:
+    """`module:ATTR` or `file.py:ATTR` rather than a registered name (built-in names have no colon)."""
+    return ":" in name
+
+
+def resolve_reference(name: str, base_dir: Path | None) -> str:
+    """A file reference with its path made absolute against `base_dir` (else the working
+    directory), so the same file is meant from any process or folder; other names unchanged."""
+    target, _, attr = name.rpartition(":")
+    if not target.endswith(".py"):
+        return name
+    path = Path(target).expanduser()
+    if not path.is_absolute():
+        path = (base_dir if base_dir is not None else Path.cwd()) / path
+    return f"{path.resolve()}:{attr}"
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _load_entry_points() -> None:
+    # Scanned on each call that needs them (listing, or a name not yet known), so a package
+    # installed while a process runs is found; a loaded plug-in stays registered.
+    # A broken one is tried again (and reported only while it is installed).
+    _PLUGIN_PROBLEMS.clear()
+    for ep in _entry_points():
+        if ep.name in _REGISTRY:
+            continue
+        where = f"entry point {ep.value}" + (f" ({ep.dist.name})" if ep.dist is not None else "")
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plug-in must not hide the others
+            _PLUGIN_PROBLEMS[ep.name] = f"{where} failed to load: {type(exc).__name__}: {exc}"
+            continue
+        if not isinstance(obj, Policy):
+            _PLUGIN_PROBLEMS[ep.name] = f"{where} is a {type(obj).__name__}, not a gpuserve Policy"
+            continue
+        _REGISTRY.setdefault(ep.name, obj)
+        _SOURCES[ep.name] = where
+
+
+def _module_of_file(path: Path, name: str) -> Any:
+    # One module per file, named after its absolute path, so a file named by several endpoints
+    # (or by a sweep's every point) is executed, and registers its names, once per process.
+    module_name = "gpuserve_policy_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    module = sys.modules.get(module_name)
+    if module is not None:
+        return module
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError("policy.name", name, "names a file Python cannot load as a module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while the file runs
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise ConfigError("policy.name", name, f"failed to load: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _load_reference(name: str) -> Policy[Any, Any]:
+    known = _REFERENCES.get(name)
+    if known is not None:
+        return known
+    target, _, attr = name.rpartition(":")
+    if not target or not attr.isidentifier():
+        raise ConfigError("policy.name", name, "must look like module:ATTR or path/to/file.py:ATTR")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise ConfigError("policy.name", name, f"names a file that does not exist: {path}")
+        module = _module_of_file(path.resolve(), name)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise ConfigError("policy.name", name, f"cannot be imported: {exc}") from None
+        except Exception as exc:
+            raise ConfigError("policy.name", name, f"failed to load: {type(exc).__name__}: {exc}") from None
+    obj = getattr(module, attr, None)
+    if obj is None and attr in _REGISTRY:
+        obj = _REGISTRY[attr]  # `file.py:spare_workers`: the name the file registered
+    if not isinstance(obj, Policy):
+        found = "nothing" if obj is None else f"a {type(obj).__name__}"
+        raise ConfigError(
+            "policy.name", name, f"must name a gpuserve Policy object (found {found}); e.g. POLICY = Policy(name=..., ...)"
+        )
+    _REFERENCES[name] = obj
+    return obj
+
+
+def lookup(name: str) -> Policy[Any, Any]:
+    """The Policy behind a name: built-in, plug-in or `module:ATTR` / `file.py:ATTR` reference."""
+    _load_builtin()
+    if is_reference(name):
+        return _load_reference(name)
+    if name not in _REGISTRY:
+        _load_entry_points()
+    if name in _PLUGIN_PROBLEMS and name not in _REGISTRY:
+        raise ConfigError("policy.name", name, f"is a plug-in that cannot be used: {_PLUGIN_PROBLEMS[name]}")
+    if name not in _REGISTRY:
+        raise ConfigError(
+            "policy.name",
+            name,
+            f"is not a known policy (known: {', '.join(sorted(_REGISTRY))}; "
+            "or name your own: module:ATTR or path/to/file.py:ATTR)",
+        )
+    return _REGISTRY[name]
 
 
 def build_params(params_type: type[P], raw: Mapping[str, Any], prefix: str = "policy.params") -> P:
@@ -161,10 +310,7 @@ def build_params(params_type: type[P], raw: Mapping[str, Any], prefix: str = "po
 
 def get(name: str, raw_params: Mapping[str, Any], endpoint: EndpointSpec) -> PolicyInstance:
     """Look up a policy by name and bind it to an endpoint; unknown names list the known ones."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ConfigError("policy.name", name, f"is not a known policy (known: {', '.join(sorted(_REGISTRY))})")
-    policy = _REGISTRY[name]
+    policy = lookup(name)
     params = build_params(policy.params_type, raw_params)
     return PolicyInstance(policy=policy, params=params, state=policy.initial_state(params, endpoint))
 
