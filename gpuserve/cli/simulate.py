@@ -71,6 +71,7 @@ def _simulate(
         run_replicated,
         run_scenario,
         run_sweep,
+        write_provenance,
         write_replicated,
         write_run,
         write_sweep,
@@ -101,6 +102,7 @@ def _simulate(
         title = f"{scenario.name}: {scenario_path}, mean ± 95% CI over {reps} replications"
         console.print(summary_table(replicated.summary, title))
         write_replicated(replicated, out_dir, fmt, plots)
+        seeds = replicated.seeds
     elif not sweep:
         with progress:
             task = progress.add_task(scenario.name, total=1.0)
@@ -111,6 +113,7 @@ def _simulate(
             result = run_scenario(scenario, step)
         console.print(summary_table(result.summary, f"{scenario.name}: {scenario_path}"))
         write_run(result, out_dir, fmt, plots)
+        seeds = [scenario.config.seed]
     else:
         with progress:
             task = progress.add_task(scenario.name, total=1.0)
@@ -124,7 +127,35 @@ def _simulate(
             title += f", mean ± 95% CI over {reps} replications"
         console.print(summary_table(swept.table, title, first="setting"))
         write_sweep(swept, out_dir, fmt, plots)
+        seeds = swept.seeds
+    command = _command_line(scenario_path, out_dir, seed, sets, sweeps, fmt, plots, replications, processes)
+    write_provenance(out_dir, scenario, seeds, sweep, command)
     console.print(f"results written to {out_dir}/")
+
+
+def _command_line(
+    scenario_path: Path,
+    out_dir: Path,
+    seed: int | None,
+    sets: Sequence[str],
+    sweeps: Sequence[str],
+    fmt: str,
+    plots: bool,
+    replications: int | None,
+    jobs: int,
+) -> list[str]:
+    """The command as given, options in a fixed order (recorded in provenance.yaml)."""
+    line = ["gpuserve", "simulate", str(scenario_path), "--out", str(out_dir)]
+    if seed is not None:
+        line += ["--seed", str(seed)]
+    for item in sets:
+        line += ["--set", item]
+    for item in sweeps:
+        line += ["--sweep", item]
+    if replications is not None:
+        line += ["--replications", str(replications)]
+    line += ["--jobs", str(jobs), "--format", fmt, "--plots" if plots else "--no-plots"]
+    return line
 
 
 def _parse_sweep(items: Sequence[str]) -> dict[str, list[object]]:

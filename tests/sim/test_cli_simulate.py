@@ -102,3 +102,26 @@ def test_console_script_reports_a_bad_file_without_a_traceback(tmp_path: Path) -
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["error: endpoints[0].workload.rate_per_s cannot be negative, was -2"]
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_results_folder_records_its_provenance_and_reruns_to_identical_results(tmp_path: Path) -> None:
+    import yaml
+
+    from gpuserve import __version__
+    from gpuserve.experiments import rerun_scenario, run_replicated
+
+    out = tmp_path / "prov"
+    args = ["simulate", str(QUICKSTART), "--out", str(out), "--set", "duration_s=300", "--set", "endpoint.scaling.max_workers=2"]
+    result = runner.invoke(app, [*args, "--seed", "4", "--replications", "2", "--jobs", "1", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    record = yaml.safe_load((out / "provenance.yaml").read_text())
+    assert record["gpuserve_version"] == __version__ and record["base_seed"] == 4 and len(record["seeds"]) == 2
+    assert record["command"][:3] == ["gpuserve", "simulate", str(QUICKSTART)] and "--replications" in record["command"]
+    assert record["billing"]["preset"] == "runpod"
+    saved = yaml.safe_load((out / "scenario.yaml").read_text())
+    assert saved["duration_s"] == 300 and saved["seed"] == 4 and saved["replications"] == 2
+    assert saved["endpoints"][0]["scaling"]["max_workers"] == 2
+    again = run_replicated(rerun_scenario(out), jobs=1)
+    first = pd.read_csv(out / "rep01" / "jobs.csv")
+    pd.testing.assert_frame_equal(again.results[1].jobs.reset_index(drop=True), first, check_dtype=False)
+    pd.testing.assert_frame_equal(again.summary, pd.read_csv(out / "summary.csv"), check_dtype=False)
