@@ -198,3 +198,31 @@ def test_gpuserve_policies_name_prints_parameters_defaults_and_doc(tmp_path: Pat
     unknown = runner.invoke(app, ["policies", "nope"])
     assert unknown.exit_code == 2 and "is not a known policy" in unknown.output
 
+
+
+def test_a_policy_file_drives_a_live_server(tmp_path: Path) -> None:
+    # endpoints.yaml -> the same config code `gpuserve serve` uses -> a real Platform with
+    # worker processes. With one spare, the policy wants a worker before any job arrives.
+    from tests.support.live import Live
+
+    _policy_file(tmp_path, "spare_live")
+    (tmp_path / "h.py").write_text("from gpuserve import serverless\n\ndef handler(job):\n    return {'x': job['input']['x']}\n\nserverless.start({'handler': handler})\n")
+    cfg = parse_endpoints(
+        {
+            "endpoints": [
+                {
+                    "id": "ep",
+                    "handler": "h.py",
+                    "scaling": {"max_workers": 2, "idle_timeout_s": 30, "scaler": "request_count", "scaler_value": 1},
+                    "policy": {"name": "spare_live.py:POLICY", "params": {"spare_workers": 1}},
+                }
+            ]
+        },
+        tmp_path,
+    )
+    with Live(tmp_path, [cfg.endpoints[0].deployment]) as live:
+        live.until(lambda: len(live.workers("ep")) >= 1, "the spare worker to start with no job queued")
+        job_id = live.run("ep", {"x": 7})
+        assert live.wait("ep", job_id)["output"] == {"x": 7}
+        # One job in the system plus one spare: two workers (max_workers 2).
+        live.until(lambda: len(live.workers("ep")) == 2, "a second worker beside the busy one")
