@@ -98,7 +98,7 @@ def _simulate(
             def rep_step(i: int, n: int, now_s: float, horizon_s: float) -> None:
                 progress.update(task, description=f"{scenario.name} [{i + 1}/{n}]", completed=i * horizon_s + now_s, total=n * horizon_s)
 
-            replicated = run_replicated(scenario, reps, processes, rep_step)
+            replicated = run_replicated(scenario, reps, processes, rep_step, records_dir=out_dir, fmt=fmt, plots=plots)
         title = f"{scenario.name}: {scenario_path}, mean ± 95% CI over {reps} replications"
         console.print(summary_table(replicated.summary, title))
         write_replicated(replicated, out_dir, fmt, plots)
@@ -121,7 +121,7 @@ def _simulate(
             def sweep_step(i: int, n: int, now_s: float, horizon_s: float) -> None:
                 progress.update(task, description=f"{scenario.name} [{i + 1}/{n}]", completed=i * horizon_s + now_s, total=n * horizon_s)
 
-            swept = run_sweep(scenario, sweep, sweep_step, replications=reps, jobs=processes)
+            swept = run_sweep(scenario, sweep, sweep_step, replications=reps, jobs=processes, records_dir=out_dir, fmt=fmt)
         title = f"{scenario.name}: sweep of {', '.join(sweep)}"
         if reps > 1:
             title += f", mean ± 95% CI over {reps} replications"

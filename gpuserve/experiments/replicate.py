@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -67,17 +67,25 @@ def default_jobs() -> int:
 
 @dataclass(frozen=True)
 class RunTask:
-    """One simulation to run: a resolved scenario (after overrides) and the seed to run it with."""
+    """One simulation to run: a resolved scenario (after overrides) and the seed to run it with;
+    with `records_dir`, the process that runs it also writes its records there (writing a
+    run's CSVs takes about as long as simulating it, so it is parallel work too)."""
 
     raw: dict[str, Any]
     base_dir: Path
     seed: int
+    records_dir: Path | None = None
+    fmt: Literal["csv", "parquet"] = "csv"
+    plots: bool = False
 
 
 def _run(task: RunTask, progress: Callable[[float, float], None] | None = None) -> SimResult:
-    from gpuserve.experiments.run import run_scenario
+    from gpuserve.experiments.run import run_scenario, write_run
 
-    return run_scenario(scenario_from_dict(task.raw, task.base_dir, seed=task.seed), progress)
+    result = run_scenario(scenario_from_dict(task.raw, task.base_dir, seed=task.seed), progress)
+    if task.records_dir is not None:
+        write_run(result, task.records_dir, task.fmt, plots=task.plots)
+    return result
 
 
 def run_tasks(tasks: Sequence[RunTask], jobs: int = 1, progress: TaskProgress | None = None) -> list[SimResult]:

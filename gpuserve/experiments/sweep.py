@@ -42,6 +42,7 @@ class SweepResult:
     params: list[str]
     replications: int = 1
     seeds: list[int] = field(default_factory=list)
+    records_written: bool = False  # each run's folder was written where it ran (run_sweep's records_dir)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Replicated:
     runs: pd.DataFrame
     results: list[SimResult]
     seeds: list[int]
+    records_written: bool = False
 
 
 def _check_sweep(sweep: dict[str, list[Any]]) -> None:
@@ -68,16 +70,21 @@ def run_sweep(
     seed: int | None = None,
     replications: int | None = None,
     jobs: int = 1,
+    records_dir: Path | None = None,
+    fmt: Literal["csv", "parquet"] = "csv",
 ) -> SweepResult:
-    """Run every point of the sweep, `replications` times each (default: the scenario's), in `jobs` processes."""
+    """Run every point of the sweep, `replications` times each (default: the scenario's), in `jobs`
+    processes; with `records_dir`, each run's records are written to its pointNN/[repKK/] there."""
     _check_sweep(sweep)
     reps = scenario.replications if replications is None else replications
     seeds = replication_seeds(scenario.config.seed if seed is None else seed, reps)
     points = sweep_points(sweep)
     tasks = []
-    for _label, assignments in points:
+    for p, (_label, assignments) in enumerate(points):
         raw = apply_overrides(scenario.raw, list(assignments))
-        tasks += [RunTask(raw, scenario.base_dir, s) for s in seeds]
+        for k, s in enumerate(seeds):
+            where = None if records_dir is None else _sweep_run_dir(records_dir, p, k, reps)
+            tasks.append(RunTask(raw, scenario.base_dir, s, where, fmt))
     results = run_tasks(tasks, jobs, progress)
     params = list(sweep)
     rows = []
@@ -97,19 +104,35 @@ def run_sweep(
             table.insert(0, key, [dict(points[p][1])[key] for p in table["point"]])
     first = [*params, "point", "setting", "replications"]
     table = table[[*first, *[c for c in table.columns if c not in first]]]
-    return SweepResult(table, runs, results, params, reps, seeds)
+    return SweepResult(table, runs, results, params, reps, seeds, records_dir is not None)
 
 
 def run_replicated(
-    scenario: Scenario, replications: int | None = None, jobs: int = 1, progress: SweepProgress | None = None
+    scenario: Scenario,
+    replications: int | None = None,
+    jobs: int = 1,
+    progress: SweepProgress | None = None,
+    records_dir: Path | None = None,
+    fmt: Literal["csv", "parquet"] = "csv",
+    plots: bool = False,
 ) -> Replicated:
-    """Run the scenario once per seed derived from its own; summarise each endpoint's metrics as mean and 95% CI."""
+    """Run the scenario once per seed derived from its own; summarise each endpoint's metrics as mean
+    and 95% CI. With `records_dir`, each run writes its records to repKK/ there (plots for rep00)."""
     reps = scenario.replications if replications is None else replications
     seeds = replication_seeds(scenario.config.seed, reps)
-    results = run_tasks([RunTask(scenario.raw, scenario.base_dir, s) for s in seeds], jobs, progress)
+    tasks = [
+        RunTask(scenario.raw, scenario.base_dir, s, None if records_dir is None else records_dir / f"rep{k:02d}", fmt, plots and k == 0)
+        for k, s in enumerate(seeds)
+    ]
+    results = run_tasks(tasks, jobs, progress)
     frames = [r.summary.assign(replication=k, seed=s) for k, (r, s) in enumerate(zip(results, seeds, strict=True))]
     runs = pd.concat(frames, ignore_index=True)
-    return Replicated(aggregate(runs, ["endpoint"]), runs, results, seeds)
+    return Replicated(aggregate(runs, ["endpoint"]), runs, results, seeds, records_dir is not None)
+
+
+def _sweep_run_dir(out_dir: Path, point: int, replication: int, replications: int) -> Path:
+    folder = out_dir / f"point{point:02d}"
+    return folder if replications == 1 else folder / f"rep{replication:02d}"
 
 
 def _write_table(frame: pd.DataFrame, path: Path, fmt: Literal["csv", "parquet"]) -> Path:
@@ -131,9 +154,8 @@ def write_sweep(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [_write_table(sweep.table, out_dir / f"sweep.{fmt}", fmt), _write_table(sweep.runs, out_dir / f"runs.{fmt}", fmt)]
     reps = sweep.replications
-    for i, result in enumerate(sweep.results):
-        point = out_dir / f"point{i // reps:02d}"
-        paths += write_run(result, point if reps == 1 else point / f"rep{i % reps:02d}", fmt, plots=False)
+    for i, result in enumerate(sweep.results if not sweep.records_written else ()):
+        paths += write_run(result, _sweep_run_dir(out_dir, i // reps, i % reps, reps), fmt, plots=False)
     if plots:
         from gpuserve.sim.plots import plot_sweep
 
@@ -148,7 +170,7 @@ def write_replicated(
     each replication's records in repKK/, and the first replication's plots."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [_write_table(rep.summary, out_dir / f"summary.{fmt}", fmt), _write_table(rep.runs, out_dir / f"runs.{fmt}", fmt)]
-    for k, result in enumerate(rep.results):
+    for k, result in enumerate(rep.results if not rep.records_written else ()):
         paths += write_run(result, out_dir / f"rep{k:02d}", fmt, plots=plots and k == 0)
     return paths
 

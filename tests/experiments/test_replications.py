@@ -99,3 +99,15 @@ def test_parallel_runs_equal_serial_ones() -> None:
 def test_sweeping_the_seed_is_refused_with_a_pointer_to_replications() -> None:
     with pytest.raises(ConfigError, match=r"sweep\.seed cannot be swept: use --replications N"):
         run_sweep(_short(), {"seed": [1, 2, 3]})
+
+
+def test_records_written_where_each_run_ran_equal_a_serial_write(tmp_path: Path) -> None:
+    scenario = _short()
+    sweep = {"endpoint.scaling.idle_timeout_s": [1, 300]}
+    serial = run_sweep(scenario, sweep, replications=2, jobs=1)
+    write_sweep(serial, tmp_path / "serial", plots=False)
+    parallel = run_sweep(scenario, sweep, replications=2, jobs=2, records_dir=tmp_path / "parallel")
+    assert parallel.records_written
+    write_sweep(parallel, tmp_path / "parallel", plots=False)
+    for name in ("sweep.csv", "runs.csv", "point01/rep01/jobs.csv", "point00/rep00/intervals.csv"):
+        assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "parallel" / name).read_bytes(), name
