@@ -27,6 +27,7 @@ from gpuserve.core.errors import ConfigError, IllegalTransitionError, NotFoundEr
 from gpuserve.core.jobs import TERMINAL_STATUSES, JobStatus, transition
 from gpuserve.core.types import QueueStats
 from gpuserve.store.base import DoneOutcome, Job, SweepEvent, SweepKind
+from gpuserve.store.dirlock import DataDirLock
 
 __all__ = ["SqliteJobStore"]
 
@@ -74,8 +75,10 @@ class SqliteJobStore:
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ConfigError("synchronous", synchronous, "must be NORMAL, FULL or EXTRA")
         self.path = Path(path)
+        self._dirlock: DataDirLock | None = None
         if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Before opening the database: a second server must not even recover (requeue) jobs.
+            self._dirlock = DataDirLock(self.path.parent).acquire()
         self._lock = threading.RLock()
         # Autocommit: every statement is its own transaction, committed before execute() returns.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -469,3 +472,6 @@ class SqliteJobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._dirlock is not None:
+                self._dirlock.release()
+                self._dirlock = None
