@@ -20,7 +20,7 @@ from gpuserve.config.endpoints import ServeConfig
 from gpuserve.core.clock import Clock
 from gpuserve.core.errors import BackendError, ConfigError
 from gpuserve.live.backend import LiveBackend
-from gpuserve.live.clock import WallClock
+from gpuserve.live.clock import SteadyClock
 from gpuserve.live.registry import WorkerRegistry
 from gpuserve.live.runtime import Endpoint, Runtime
 from gpuserve.live.settings import ServerSettings
@@ -89,7 +89,7 @@ class Platform:
     ) -> None:
         self.data_dir = data_dir
         self.settings = settings or ServerSettings()
-        self.clock = clock or WallClock()
+        self.clock = clock or SteadyClock()
         self._sock = bind_socket(host, port)
         self.url = url_of(self._sock)
         try:

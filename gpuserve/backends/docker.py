@@ -54,6 +54,7 @@ from gpuserve.core.errors import ConfigError, NotFoundError
 from gpuserve.core.startup import ColdStartRecord, StartKind, StartReport
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
 from gpuserve.gpu import GpuStats, HostInventory, inventory
+from gpuserve.live.clock import SteadyClock
 from gpuserve.live.deployment import Deployment
 from gpuserve.live.registry import WorkerRegistry
 
@@ -168,7 +169,7 @@ class DockerBackend:
         orphan_grace_s: float = 30.0,
         keep_workers_on_shutdown: bool = False,
         default_image: str = DEFAULT_IMAGE,
-        now: Callable[[], float] = time.time,
+        now: Callable[[], float] | None = None,
     ) -> None:
         if flash_mode not in ("pause", "stop"):
             raise ValueError(f"flash_mode must be 'pause' or 'stop', was {flash_mode!r}")
@@ -184,7 +185,7 @@ class DockerBackend:
         self.stop_timeout_s = stop_timeout_s
         self.keep_workers_on_shutdown = keep_workers_on_shutdown
         self.default_image = default_image
-        self._now = now
+        self._now = now or SteadyClock().now_s  # the platform passes its clock; standalone, a steady one
         self.gpus = gpus if gpus is not None else HostInventory(inventory())
         if not self.gpus.gpus:
             log.info("docker backend: this host reports 0 GPUs; CPU-only endpoints run, GPU workers stay THROTTLED")

@@ -35,6 +35,7 @@ from gpuserve.core.backoff import Backoff
 from gpuserve.core.errors import BackendError, ConfigError, NotFoundError
 from gpuserve.core.startup import ColdStartRecord, StartReport
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
+from gpuserve.live.clock import SteadyClock
 from gpuserve.live.deployment import Deployment
 from gpuserve.live.registry import WorkerRegistry
 
@@ -104,7 +105,7 @@ class ProcessBackend:
         self.ping_interval_ms = ping_interval_ms
         self.python = python or sys.executable
         self.stop_grace_s = stop_grace_s
-        self._now = clock.now_s if clock is not None else time.time
+        self._now = clock.now_s if clock is not None else SteadyClock().now_s
         self._lock = threading.RLock()
         self._endpoints: dict[str, _EndpointState] = {}
         self._procs: dict[str, _Proc] = {}

@@ -3,7 +3,7 @@
 Everything here runs on the server's event loop. The waits (parked job-takes, /runsync,
 job-stop) are gpuserve.live.waiters, webhook delivery is gpuserve.live.webhooks; one
 background task applies deadlines, checks heartbeats, releases the jobs of lost workers
-and runs the core Controller over the live backend with a wall clock.
+and runs the core Controller over the live backend with a steady clock (gpuserve.live.clock).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from gpuserve.core.clock import Clock
 from gpuserve.core.jobs import JobStatus
 from gpuserve.core.types import COUNTED_STATES, WorkerState, WorkerView
 from gpuserve.live.backend import LiveBackend
-from gpuserve.live.clock import WallClock
+from gpuserve.live.clock import SteadyClock
 from gpuserve.live.deployment import Deployment
 from gpuserve.live.registry import LiveWorker, WorkerRegistry
 from gpuserve.live.settings import ServerSettings
@@ -64,7 +64,7 @@ class Runtime:
         self.registry = registry
         self.backend = backend
         self._closing = False  # set by drain_workers: long polls answer at once instead of parking
-        self.clock = clock or WallClock()
+        self.clock = clock or SteadyClock()
         self.settings = settings or ServerSettings()
         self.global_key_hashes = global_key_hashes
         self.controller: Controller | None = None
