@@ -286,7 +286,7 @@ class Runtime:
         if outcome in ("COMPLETED", "FAILED") and job is not None:
             self._job_ended(job, worker.worker_id)
         else:
-            self.registry.on_ping(worker.worker_id, [], now)
+            self.registry.heard_from(worker.worker_id, now)
         if body.get("stopPod") is True:
             self.recycle(worker.worker_id)
         return outcome.value
@@ -310,8 +310,29 @@ class Runtime:
         return self.store.add_chunk(job_id, worker.worker_id, chunk)
 
     def ping(self, worker: LiveWorker, job_ids: list[str], unhealthy_reason: str | None) -> None:
-        self.registry.on_ping(worker.worker_id, job_ids, self.clock.now_s())
-        self.stops.resend_listed(worker.worker_id, job_ids)
+        """A heartbeat: the worker is alive, and what it lists is reconciled with what it holds (a lease).
+
+        A held job it stopped listing goes back to the queue (its take reply was lost, or its
+        result); a job it lists but does not hold (requeued meanwhile, given to another worker,
+        unknown here) is told to stop, and a late result for it is ignored (`JobStore._owned`).
+        """
+        now = self.clock.now_s()
+        wid = worker.worker_id
+        beat = self.registry.on_ping(wid, job_ids, now, self.settings.take_lease_grace_s)
+        if beat.unlisted:
+            self._requeue(
+                wid,
+                list(beat.unlisted),
+                f"worker {wid}'s heartbeats stopped listing the job (a lost job-take reply or result)",
+                now,
+            )
+        self.stops.resend_listed(wid, job_ids)
+        for job_id in beat.strangers:
+            job = self.store.get(job_id)
+            # A heartbeat built before this worker's own result was stored is no stranger.
+            crossed = job is not None and job.worker_id == wid and job.status.is_terminal
+            if not crossed and not self.stops.told(wid, job_id):
+                self.stops.signal(wid, job_id)
         if unhealthy_reason is not None:
             self.lose_worker(worker.worker_id, f"worker {worker.worker_id} reported unhealthy: {unhealthy_reason}")
 
@@ -323,8 +344,11 @@ class Runtime:
         """A worker is gone or unfit: mark it UNHEALTHY and requeue (or fail) what it held."""
         now = self.clock.now_s()
         self.registry.set_state(worker_id, WorkerState.UNHEALTHY, now)
-        held = self.registry.release_jobs(worker_id, now)
-        jobs = self.store.requeue(worker_id, held, reason, now, self.settings.max_retries)
+        self._requeue(worker_id, self.registry.release_jobs(worker_id, now), reason, now)
+
+    def _requeue(self, worker_id: str, job_ids: list[str], reason: str, now_s: float) -> None:
+        """Jobs the registry released from a worker go back to the queue (attempt counted), or FAILED past max_retries."""
+        jobs = self.store.requeue(worker_id, job_ids, reason, now_s, self.settings.max_retries)
         for job in jobs:
             if job.status.is_terminal:
                 self._job_ended(job, None)

@@ -145,6 +145,10 @@ class StopSignals:
             self.signal(worker_id, job_id)
         told &= listed
 
+    def told(self, worker_id: str, job_id: str) -> bool:
+        """Whether the worker was told to stop this job and may still run it (then resends follow its heartbeats)."""
+        return job_id in self._told.get(worker_id, ())
+
     async def wait(self, worker_id: str, timeout_s: float, closing: bool) -> list[str]:
         """Long poll: the pending stops at once, else wait for one or the timeout."""
         if not self._pending.get(worker_id) and not closing:
