@@ -891,7 +891,12 @@ def docker_backend_factory(**options: Any) -> Callable[..., DockerBackend]:
     """
 
     def make(registry: WorkerRegistry, server_url: str, settings: Any, clock: Any, data_dir: Path | None = None) -> DockerBackend:
-        kwargs: dict[str, Any] = {"ping_interval_ms": int(settings.heartbeat_interval_s * 1000), "now": clock.now_s}
+        kwargs: dict[str, Any] = {
+            "ping_interval_ms": int(settings.heartbeat_interval_s * 1000),
+            "now": clock.now_s,
+            # docker stop's SIGTERM-to-SIGKILL window: the server's drain (30 s unless configured)
+            "stop_timeout_s": max(1, round(settings.drain_timeout_s)),
+        }
         if data_dir is not None:
             kwargs["state_dir"] = Path(data_dir) / "docker"
         return DockerBackend(server_url, registry, **{**kwargs, **options})

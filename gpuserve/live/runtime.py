@@ -63,7 +63,8 @@ class Runtime:
         self.store = store
         self.registry = registry
         self.backend = backend
-        self._closing = False  # set by drain_workers: long polls answer at once instead of parking
+        self._closing = False  # set by drain_workers: no new jobs, long polls answer at once
+        self._drain_ends_s = 0.0  # event-loop time the drain gives up on running jobs
         self.clock = clock or SteadyClock()
         self.settings = settings or ServerSettings()
         self.global_key_hashes = global_key_hashes
@@ -100,15 +101,31 @@ class Runtime:
             if self.store.stats(eid, self.clock.now_s()).in_queue:
                 self._arrival(eid, low_priority=False)
 
-    async def drain_workers(self) -> None:
-        """Stop every worker while the HTTP socket is still open, so they can post results and exit cleanly.
+    @property
+    def closing(self) -> bool:
+        """Shutting down: /run and /runsync are refused (503), no job is handed out."""
+        return self._closing
 
-        uvicorn closes its listening socket before the app's lifespan ends; stopping workers
-        only then would refuse their pings, mark them UNHEALTHY and end them with SIGKILL.
+    def drain_left_s(self) -> float:
+        """Seconds the drain still gives running jobs (0 when not draining)."""
+        if not self._closing or self.loop is None:
+            return 0.0
+        return max(0.0, self._drain_ends_s - self.loop.time())
+
+    async def drain_workers(self) -> None:
+        """SIGTERM: take no new jobs, let running ones finish for `drain_timeout_s`, requeue the rest.
+
+        Runs while the HTTP socket is still open, so workers can post results and exit cleanly
+        (uvicorn closes its listening socket before the app's lifespan ends; stopping workers
+        only then would refuse their pings, mark them UNHEALTHY and end them with SIGKILL).
+        A /runsync caller whose job is queued learns its id and IN_QUEUE at once (no worker will
+        start it now); one whose job runs waits for it, at most until the drain ends, and then
+        gets its result or its id and IN_QUEUE.
         """
         if self._closing:  # already drained (the server's shutdown runs before the app's lifespan end)
             return
         self._closing = True
+        self._drain_ends_s = asyncio.get_running_loop().time() + self.settings.drain_timeout_s
         if self._loop_task is not None:  # no more scaling: nothing may replace a stopping worker
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -116,8 +133,31 @@ class Runtime:
             self._loop_task = None
         self.takers.wake_all()
         self.stops.wake_all()
+        for job_id in self.done_waiters.job_ids():
+            job = self.store.get(job_id)
+            if job is None or job.status is not JobStatus.IN_PROGRESS:
+                self.done_waiters.release(job_id)
         if self.backend is not None:
             await asyncio.to_thread(self.backend.shutdown)
+        self._requeue_unfinished()
+        for job_id in self.done_waiters.job_ids():
+            self.done_waiters.release(job_id)
+
+    def _requeue_unfinished(self) -> None:
+        """After the drain: jobs still running go back to the queue, durably, with the attempt counted.
+
+        Without this, a job cut by the shutdown would restart with the retry count it had, and a
+        job that kills its worker at every start would never reach max_retries.
+        """
+        now = self.clock.now_s()
+        reason = "the server shut down before the job ended"
+        for worker_id in sorted({w.worker_id for w in self.registry.all()} | set(self.registry.orphaned())):
+            held = self.registry.release_jobs(worker_id, now)
+            if held:
+                self._requeue(worker_id, held, reason, now)
+        for job in self.store.in_progress():  # held by no registered worker (e.g. one added by hand)
+            if job.worker_id is not None:
+                self._requeue(job.worker_id, [job.id], reason, now)
 
     async def stop(self) -> None:
         await self.drain_workers()
@@ -158,7 +198,7 @@ class Runtime:
         whether anything else waits in the queue (then the job did not find a free slot).
         """
         controller = self.controller
-        if controller is None or self.backend is None:
+        if controller is None or self.backend is None or self._closing:
             return
         if low_priority:  # Runpod: a lowPriority job never triggers scaling; the next tick or wake sees it
             self.arrivals_skipped += 1
@@ -255,7 +295,7 @@ class Runtime:
         self.registry.on_take(worker.worker_id, [], self.clock.now_s())
         deadline = loop.time() + self.settings.poll_timeout_s
         while True:
-            if not worker.draining:
+            if not worker.draining and not self._closing:
                 jobs = self.store.take(eid, worker.worker_id, max_jobs, self.clock.now_s())
                 if jobs:
                     self.registry.on_take(worker.worker_id, [j.id for j in jobs], self.clock.now_s())
@@ -267,7 +307,7 @@ class Runtime:
 
     def take_now(self, worker: LiveWorker, max_jobs: int) -> list[Job]:
         """Up to `max_jobs` queued jobs for the worker at once, without waiting (job-done's gpuserve_take)."""
-        if max_jobs < 1 or worker.draining:
+        if max_jobs < 1 or worker.draining or self._closing:
             return []
         now = self.clock.now_s()
         jobs = self.store.take(worker.endpoint_id, worker.worker_id, max_jobs, now)

@@ -19,6 +19,9 @@ class ServerSettings:
     heartbeat_interval_s: float = 10.0  # what workers are told (RUNPOD_PING_INTERVAL)
     missed_heartbeats: int = 3  # silent for this many intervals -> UNHEALTHY, jobs requeued
     max_retries: int = 3  # requeues after lost workers before a job ends FAILED
+    # SIGTERM: running jobs get this long to finish (workers are told the same, less 1 s to post
+    # their results); what is still running then is requeued with the attempt counted.
+    drain_timeout_s: float = 30.0
     # A held job two heartbeats in a row did not list, this long after its take, is requeued (a
     # lost take reply). None: one heartbeat interval, so a lost reply costs at most two.
     lease_grace_s: float | None = None
@@ -48,6 +51,7 @@ class ServerSettings:
             "run_retention_s",
             "runsync_retention_s",
             "default_ttl_s",
+            "drain_timeout_s",
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:

@@ -114,6 +114,10 @@ class DoneWaiters:
         for fut in self._by_job.pop(job_id, []):
             resolve(fut)
 
+    def job_ids(self) -> list[str]:
+        """The jobs someone waits on now (shutdown answers them)."""
+        return list(self._by_job)
+
 
 class StopSignals:
     """The job-stop channel: ids of a worker's jobs that were cancelled or timed out, with a long poll.

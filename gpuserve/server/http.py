@@ -21,14 +21,17 @@ __all__ = ["ApiError", "client_auth", "endpoint_or_404", "json_response", "read_
 class ApiError(Exception):
     """An HTTP error answered as `{"error": message}`; the message names the field and value."""
 
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
+        self.headers = headers
 
 
-def json_response(body: Any, status_code: int = 200) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False).encode(), status_code=status_code, media_type="application/json")
+def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, ensure_ascii=False).encode(), status_code=status_code, media_type="application/json", headers=headers
+    )
 
 
 def runtime_of(request: Request) -> Runtime:
