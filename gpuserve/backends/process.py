@@ -109,7 +109,7 @@ class ProcessBackend:
         self._lock = threading.RLock()
         self._endpoints: dict[str, _EndpointState] = {}
         self._procs: dict[str, _Proc] = {}
-        self._log_paths: dict[str, Path] = {}  # kept after a worker is gone, for `gpuserve logs`
+        self._log_paths: dict[str, Path] = {}  # of workers it runs; a gone one's log is logs_dir/<id>.log
         self.cold_starts: deque[ColdStartRecord] = deque(maxlen=COLD_STARTS_KEPT)  # of workers that exited
 
     # -- LiveBackend ----------------------------------------------------------------------------
@@ -369,6 +369,7 @@ class ProcessBackend:
 
     def _forget(self, p: _Proc) -> None:
         self._procs.pop(p.worker_id, None)
+        self._log_paths.pop(p.worker_id, None)  # `logs` still finds it in logs_dir, where it lies
         self.registry.remove(p.worker_id)
 
     def _tail(self, p: _Proc, lines: int) -> str:

@@ -443,6 +443,9 @@ class Runtime:
             self.lose_worker(worker_id, f"worker {worker_id} exited")
         for worker_id in self.registry.unhealthy_holding_jobs():
             self.lose_worker(worker_id, f"worker {worker_id} is unhealthy")
+        # Stop channels of workers that are gone (a few entries per worker: cheap every pass).
+        if self.stops.size():
+            self.stops.forget_except({w.worker_id for w in self.registry.all()})
         if self.backend is not None and self.controller is not None:
             if now >= self._next_poll_s:
                 self._next_poll_s = now + min(0.25, self.settings.tick_interval_s)

@@ -176,3 +176,16 @@ class StopSignals:
     def wake_all(self) -> None:
         for fut in self._waiter.values():
             resolve(fut)
+
+    def forget_except(self, worker_ids: set[str]) -> None:
+        """Drop what is kept for workers that are gone (so it does not grow with every worker ever started)."""
+        for worker_id in [w for w in self._waiter if w not in worker_ids]:
+            resolve(self._waiter.pop(worker_id))
+        for worker_id in [w for w in self._pending if w not in worker_ids]:
+            del self._pending[worker_id]
+        for worker_id in [w for w in self._told if w not in worker_ids]:
+            del self._told[worker_id]
+
+    def size(self) -> int:
+        """Workers with anything kept here."""
+        return len(set(self._pending) | set(self._told) | set(self._waiter))
