@@ -101,7 +101,10 @@ class ProcessBackend:
         self.server_url = server_url.rstrip("/")
         self.registry = registry
         self.logs_dir = Path(logs_dir) if logs_dir is not None else Path(tempfile.mkdtemp(prefix="gpuserve-workers-"))
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        try:  # owner only: a handler's log may print its inputs
+            self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("logs_dir", str(self.logs_dir), f"cannot be created ({exc.strerror or exc})") from None
         self.ping_interval_ms = ping_interval_ms
         self.python = python or sys.executable
         self.stop_grace_s = stop_grace_s
@@ -300,7 +303,8 @@ class ProcessBackend:
         handler = Path(dep.handler_path).resolve()
         cwd = dep.workdir or str(handler.parent)
         python = dep.python or self.python
-        logfile: IO[bytes] = open(p.log_path, "ab")  # the child keeps its own descriptor
+        # The child keeps its own descriptor; owner-only, as the logs folder.
+        logfile: IO[bytes] = os.fdopen(os.open(p.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         try:
             p.popen = subprocess.Popen(
                 [python, str(handler)],

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -75,6 +76,21 @@ _TTL, _EXEC, _RETAIN = 0, 1, 2
 _COMPACT_MIN = 1024
 
 
+def _private_file(path: Path) -> None:
+    """Create the store (and its folder) readable by its owner only: payloads may carry secrets (s3Config).
+
+    SQLite gives its -wal and -shm files the database file's mode, so they are private too. An
+    existing file keeps the mode its owner gave it.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
 class SqliteJobStore:
     """The embedded default JobStore. Thread-safe (one lock); meant to be used mainly from one event loop."""
 
@@ -82,14 +98,18 @@ class SqliteJobStore:
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ConfigError("synchronous", synchronous, "must be NORMAL, FULL or EXTRA")
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        # Autocommit: every statement is its own transaction, committed before execute() returns.
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        self._db.executescript(_SCHEMA)
+        try:
+            if str(path) != ":memory:":
+                _private_file(self.path)
+            # Autocommit: every statement is its own transaction, committed before execute() returns.
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            # A read-only, full or missing data dir: one line naming it, not a traceback.
+            raise ConfigError("data_dir", str(self.path.parent), f"cannot hold the job store {self.path.name} ({_reason(exc)})") from None
         self._jobs: dict[str, Job] = {}
         self._queues: dict[str, list[tuple[int, str]]] = {}  # endpoint -> heap of (seq, job id)
         self._counts: dict[str, Counter[JobStatus]] = {}

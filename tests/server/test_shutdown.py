@@ -142,6 +142,12 @@ def test_sigterm_refuses_new_jobs_answers_runsync_callers_with_their_ids_and_req
     accepted[answers["running"].json()["id"]] = 1
     accepted[answers["queued"].json()["id"]] = 2
 
+    # The job store and the worker logs are readable by their owner only (payloads may hold secrets).
+    data = tmp_path / "data"
+    assert (data / "logs").stat().st_mode & 0o777 == 0o700
+    private = [data / "jobs.sqlite3", *(data / "logs").glob("*.log")]
+    assert len(private) >= 2 and all(p.stat().st_mode & 0o777 == 0o600 for p in private)
+
     store = SqliteJobStore(tmp_path / "data" / "jobs.sqlite3")
     try:
         stored = {job_id: store.get(job_id) for job_id in accepted}

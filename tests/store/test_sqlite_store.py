@@ -231,3 +231,27 @@ def test_bookkeeping_after_many_expired_jobs_does_not_depend_on_how_many(store):
     assert sizes["jobs"] == 1 and sizes["deadlines"] <= _COMPACT_MIN and sizes["queued_entries"] == 0
     assert [(e.kind, e.job.id) for e in store.sweep(31.0)] == [(SweepKind.TIMED_OUT, keeper.id)]
     assert store.count() == 1
+
+
+def test_the_store_is_private_to_its_owner(tmp_path):
+    """Payloads may carry secrets (s3Config): the folder is 0700, the database and its WAL 0600."""
+    path = tmp_path / "data" / "jobs.sqlite3"
+    s = SqliteJobStore(path)
+    try:
+        submit(s)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()}
+    finally:
+        s.close()
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
+    assert modes["jobs.sqlite3"] == 0o600 and modes.get("jobs.sqlite3-wal", 0o600) == 0o600, modes
+
+
+def test_a_data_dir_that_cannot_hold_the_store_is_one_error_naming_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    from gpuserve.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        SqliteJobStore(blocker / "data" / "jobs.sqlite3")
+    assert str(err.value).startswith("data_dir cannot hold the job store jobs.sqlite3 (")
+    assert str(blocker / "data") in str(err.value) and "\n" not in str(err.value)
