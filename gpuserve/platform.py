@@ -91,10 +91,16 @@ class Platform:
         self.data_dir = data_dir
         self.settings = settings or ServerSettings()
         self.clock = clock or SteadyClock()
-        self._sock = bind_socket(host, port)
+        # The store first: it locks the data directory, so a second server on it is refused by
+        # name (directory and holder) before it could fail less clearly on a taken port.
+        self.store: JobStore = store or SqliteJobStore(data_dir / "jobs.sqlite3", now_s=self.clock.now_s())
+        try:
+            self._sock = bind_socket(host, port)
+        except BaseException:
+            self.store.close()
+            raise
         self.url = url_of(self._sock)
         try:
-            self.store: JobStore = store or SqliteJobStore(data_dir / "jobs.sqlite3", now_s=self.clock.now_s())
             self.registry = registry or WorkerRegistry()
             factory = backend_factory(backend) if isinstance(backend, str) else backend
             self.backend: LiveBackend | None = None
@@ -114,6 +120,7 @@ class Platform:
             self._server = ServerThread(self.runtime, self._sock, fast_path=fast_path, log_level=log_level)
         except BaseException:
             self._sock.close()
+            self.store.close()
             raise
 
     @classmethod
@@ -177,6 +184,8 @@ class Platform:
             self._server.stop(timeout_s)
         finally:
             logger.setLevel(level)
+            # Its data directory's lock goes with it, so a next server (a restart) may take over.
+            self.store.close()
 
     def __enter__(self) -> Platform:
         return self.start()

@@ -25,6 +25,7 @@ removes everything else in its namespace: nothing leaks, nothing runs twice.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -67,6 +68,7 @@ __all__ = [
     "docker_client",
     "managed_containers",
     "managed_volumes",
+    "namespace_for",
 ]
 
 log = logging.getLogger("gpuserve.docker")
@@ -883,11 +885,18 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def namespace_for(data_dir: Path) -> str:
+    """The container namespace of the server whose data directory this is: "dd-" + 12 hex digits of its path."""
+    return "dd-" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+
+
 def docker_backend_factory(**options: Any) -> Callable[..., DockerBackend]:
     """A BackendFactory for `gpuserve.platform.Platform`.
 
     (registry, server_url, settings, clock, data_dir) -> DockerBackend; `options` are
-    DockerBackend's keyword arguments (namespace, flash_mode, retention_s, ...).
+    DockerBackend's keyword arguments (namespace, flash_mode, retention_s, ...). Without a
+    `namespace`, the server's data directory names it (`namespace_for`): two servers on one
+    host never touch each other's containers, and a restart on the same directory adopts its own.
     """
 
     def make(registry: WorkerRegistry, server_url: str, settings: Any, clock: Any, data_dir: Path | None = None) -> DockerBackend:
@@ -899,6 +908,7 @@ def docker_backend_factory(**options: Any) -> Callable[..., DockerBackend]:
         }
         if data_dir is not None:
             kwargs["state_dir"] = Path(data_dir) / "docker"
+            kwargs["namespace"] = namespace_for(Path(data_dir))
         return DockerBackend(server_url, registry, **{**kwargs, **options})
 
     return make

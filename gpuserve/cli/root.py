@@ -33,7 +33,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     130 when interrupted."""
     # escape(): a message quotes user input, and rich would take "[a]" in a payload or "[x].yaml" in a file
     # name for markup and drop it from the line.
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    # soft_wrap: one line at any width (a log or a pipe keeps it whole for grep), as the README promises.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -5,6 +5,7 @@
     ├── IllegalTransitionError a job or worker was asked to make a move its state machine forbids
     ├── NotFoundError          an endpoint, job or worker id that does not exist (or expired)
     ├── CapacityError          no GPU/host can take a worker right now
+    ├── InUseError             a data directory another server holds
     └── BackendError           a backend (process, docker) failed to act on a decision
 """
 
@@ -16,6 +17,7 @@ __all__ = [
     "ConfigError",
     "GpuserveError",
     "IllegalTransitionError",
+    "InUseError",
     "NotFoundError",
 ]
 
@@ -54,3 +56,7 @@ class CapacityError(GpuserveError):
 
 class BackendError(GpuserveError):
     """A backend could not carry out an action (spawn failed, engine down, ...)."""
+
+
+class InUseError(GpuserveError):
+    """A resource one server must own alone (its data directory) is held by another process."""

@@ -28,6 +28,7 @@ from gpuserve.core.errors import ConfigError, IllegalTransitionError, NotFoundEr
 from gpuserve.core.jobs import TERMINAL_STATUSES, JobStatus, transition
 from gpuserve.core.types import QueueStats
 from gpuserve.store.base import DoneOutcome, Job, SweepEvent, SweepKind
+from gpuserve.store.dirlock import DataDirLock
 
 __all__ = ["SqliteJobStore"]
 
@@ -77,12 +78,11 @@ _COMPACT_MIN = 1024
 
 
 def _private_file(path: Path) -> None:
-    """Create the store (and its folder) readable by its owner only: payloads may carry secrets (s3Config).
+    """Create the store readable by its owner only (its folder is made 0700): payloads may carry secrets (s3Config).
 
     SQLite gives its -wal and -shm files the database file's mode, so they are private too. An
     existing file keeps the mode its owner gave it.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
@@ -98,9 +98,13 @@ class SqliteJobStore:
         if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise ConfigError("synchronous", synchronous, "must be NORMAL, FULL or EXTRA")
         self.path = Path(path)
+        self._dirlock: DataDirLock | None = None
         self._lock = threading.RLock()
         try:
             if str(path) != ":memory:":
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # Before opening the database: a second server must not even recover (requeue) jobs.
+                self._dirlock = DataDirLock(self.path.parent).acquire()
                 _private_file(self.path)
             # Autocommit: every statement is its own transaction, committed before execute() returns.
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -108,6 +112,8 @@ class SqliteJobStore:
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
+            if self._dirlock is not None:
+                self._dirlock.release()
             # A read-only, full or missing data dir: one line naming it, not a traceback.
             raise ConfigError("data_dir", str(self.path.parent), f"cannot hold the job store {self.path.name} ({_reason(exc)})") from None
         self._jobs: dict[str, Job] = {}
@@ -529,3 +535,6 @@ class SqliteJobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._dirlock is not None:
+                self._dirlock.release()
+                self._dirlock = None

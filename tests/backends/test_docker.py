@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,7 +230,9 @@ def test_restarted_server_adopts_running_containers(tmp_path: Path, client: Any)
         first.until(lambda: any(w.state is WorkerState.IDLE for w in first.registry.all("keep")), "worker ready")
         [worker] = first.registry.all("keep")
         port = first.port
-    [container] = Live(tmp_path, client, []).containers(client)  # the server is gone, the worker stays
+    from gpuserve.backends.docker import managed_containers
+
+    [container] = managed_containers(client, NAMESPACE)  # the server is gone, the worker stays
     assert container.status == "running" and container.labels["gpuserve.worker"] == worker.worker_id
     with Live(tmp_path, client, [dep], port=port) as second:
         body = second.wait("keep", second.run("keep", {}))
@@ -336,3 +339,37 @@ def test_a_server_from_endpoints_yaml_runs_on_the_docker_backend_factory(tmp_pat
         assert server.runtime.backend.state_dir == tmp_path / "data" / "docker"
         r = httpx.post(f"{server.url}/v2/yaml/runsync", json={"input": {}}, timeout=60)
         assert r.json()["status"] == "COMPLETED" and r.json()["output"]["version"] == "y"
+
+
+def test_two_servers_on_one_host_leave_each_others_containers_alone(tmp_path: Path, client: Any) -> None:
+    """Each server's namespace comes from its data directory; stopping one removes only its own containers."""
+    from gpuserve.backends.docker import docker_backend_factory, managed_containers, namespace_for
+    from gpuserve.live.runtime import Endpoint
+
+    factory = docker_backend_factory(client=client, retention_s=0.0, stop_timeout_s=3)
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    spaces = [namespace_for(d) for d in dirs]
+    assert spaces[0] != spaces[1] and namespace_for(dirs[0]) == spaces[0]  # stable per directory
+    servers = [
+        Platform([Endpoint(_deployment(d, "ep", min_workers=1))], data_dir=d, settings=SETTINGS, backend=factory).start()
+        for d in dirs
+    ]
+    try:
+        for space in spaces:
+            deadline = time.monotonic() + 120
+            while not [c for c in managed_containers(client, space) if c.status == "running"]:
+                assert time.monotonic() < deadline, f"no running container in namespace {space}"
+                time.sleep(0.2)
+        theirs = [c.id for c in managed_containers(client, spaces[1])]
+        servers[0].stop()  # removes every container of its namespace, and only those
+        assert managed_containers(client, spaces[0]) == []
+        still = managed_containers(client, spaces[1])
+        assert [c.id for c in still] == theirs and all(c.status == "running" for c in still)
+        r = httpx.post(f"{servers[1].url}/v2/ep/runsync", json={"input": {}}, timeout=60)
+        assert r.json()["status"] == "COMPLETED"
+    finally:
+        for server in servers:
+            server.stop()
+        for space in spaces:
+            for c in managed_containers(client, space):
+                c.remove(force=True)
