@@ -20,7 +20,7 @@ from gpuserve.config.endpoints import ServeConfig
 from gpuserve.core.clock import Clock
 from gpuserve.core.errors import BackendError, ConfigError
 from gpuserve.live.backend import LiveBackend
-from gpuserve.live.clock import WallClock
+from gpuserve.live.clock import SteadyClock
 from gpuserve.live.registry import WorkerRegistry
 from gpuserve.live.runtime import Endpoint, Runtime
 from gpuserve.live.settings import ServerSettings
@@ -45,6 +45,7 @@ def process_backend(
         registry,
         logs_dir=data_dir / "logs",
         ping_interval_ms=int(settings.heartbeat_interval_s * 1000),
+        stop_grace_s=settings.drain_timeout_s,
         clock=clock,
     )
 
@@ -89,7 +90,7 @@ class Platform:
     ) -> None:
         self.data_dir = data_dir
         self.settings = settings or ServerSettings()
-        self.clock = clock or WallClock()
+        self.clock = clock or SteadyClock()
         # The store first: it locks the data directory, so a second server on it is refused by
         # name (directory and holder) before it could fail less clearly on a taken port.
         self.store: JobStore = store or SqliteJobStore(data_dir / "jobs.sqlite3", now_s=self.clock.now_s())
@@ -145,6 +146,7 @@ class Platform:
                 heartbeat_interval_s=server.heartbeat_interval_s,
                 max_retries=server.max_retries,
                 poll_timeout_s=server.poll_timeout_s,
+                drain_timeout_s=server.drain_timeout_s,
             ),
             global_key_hashes=config.global_key_hashes,
             host=host or server.host,
@@ -167,8 +169,13 @@ class Platform:
         """Serve on this thread until SIGINT or SIGTERM, then drain the workers."""
         self._server.run_in_foreground()
 
-    def stop(self, timeout_s: float = 30.0, *, quiet: bool = False) -> None:
-        """Drain workers and stop serving. `quiet` hides the long polls the shutdown cuts short."""
+    def stop(self, timeout_s: float | None = None, *, quiet: bool = False) -> None:
+        """Drain workers and stop serving (SIGTERM's path). `quiet` hides the long polls the shutdown cuts short.
+
+        `timeout_s`: how long to wait for the server thread; by default the drain plus 30 s.
+        """
+        if timeout_s is None:
+            timeout_s = self.settings.drain_timeout_s + 30.0
         logger = logging.getLogger("uvicorn.error")
         level = logger.level
         if quiet:

@@ -55,6 +55,7 @@ from gpuserve.core.errors import ConfigError, NotFoundError
 from gpuserve.core.startup import ColdStartRecord, StartKind, StartReport
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
 from gpuserve.gpu import GpuStats, HostInventory, inventory
+from gpuserve.live.clock import SteadyClock
 from gpuserve.live.deployment import Deployment
 from gpuserve.live.registry import WorkerRegistry
 
@@ -170,7 +171,7 @@ class DockerBackend:
         orphan_grace_s: float = 30.0,
         keep_workers_on_shutdown: bool = False,
         default_image: str = DEFAULT_IMAGE,
-        now: Callable[[], float] = time.time,
+        now: Callable[[], float] | None = None,
     ) -> None:
         if flash_mode not in ("pause", "stop"):
             raise ValueError(f"flash_mode must be 'pause' or 'stop', was {flash_mode!r}")
@@ -186,7 +187,7 @@ class DockerBackend:
         self.stop_timeout_s = stop_timeout_s
         self.keep_workers_on_shutdown = keep_workers_on_shutdown
         self.default_image = default_image
-        self._now = now
+        self._now = now or SteadyClock().now_s  # the platform passes its clock; standalone, a steady one
         self.gpus = gpus if gpus is not None else HostInventory(inventory())
         if not self.gpus.gpus:
             log.info("docker backend: this host reports 0 GPUs; CPU-only endpoints run, GPU workers stay THROTTLED")
@@ -899,7 +900,12 @@ def docker_backend_factory(**options: Any) -> Callable[..., DockerBackend]:
     """
 
     def make(registry: WorkerRegistry, server_url: str, settings: Any, clock: Any, data_dir: Path | None = None) -> DockerBackend:
-        kwargs: dict[str, Any] = {"ping_interval_ms": int(settings.heartbeat_interval_s * 1000), "now": clock.now_s}
+        kwargs: dict[str, Any] = {
+            "ping_interval_ms": int(settings.heartbeat_interval_s * 1000),
+            "now": clock.now_s,
+            # docker stop's SIGTERM-to-SIGKILL window: the server's drain (30 s unless configured)
+            "stop_timeout_s": max(1, round(settings.drain_timeout_s)),
+        }
         if data_dir is not None:
             kwargs["state_dir"] = Path(data_dir) / "docker"
             kwargs["namespace"] = namespace_for(Path(data_dir))

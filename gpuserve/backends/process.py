@@ -35,6 +35,7 @@ from gpuserve.core.backoff import Backoff
 from gpuserve.core.errors import BackendError, ConfigError, NotFoundError
 from gpuserve.core.startup import ColdStartRecord, StartReport
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
+from gpuserve.live.clock import SteadyClock
 from gpuserve.live.deployment import Deployment
 from gpuserve.live.registry import WorkerRegistry
 
@@ -100,15 +101,18 @@ class ProcessBackend:
         self.server_url = server_url.rstrip("/")
         self.registry = registry
         self.logs_dir = Path(logs_dir) if logs_dir is not None else Path(tempfile.mkdtemp(prefix="gpuserve-workers-"))
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        try:  # owner only: a handler's log may print its inputs
+            self.logs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError("logs_dir", str(self.logs_dir), f"cannot be created ({exc.strerror or exc})") from None
         self.ping_interval_ms = ping_interval_ms
         self.python = python or sys.executable
         self.stop_grace_s = stop_grace_s
-        self._now = clock.now_s if clock is not None else time.time
+        self._now = clock.now_s if clock is not None else SteadyClock().now_s
         self._lock = threading.RLock()
         self._endpoints: dict[str, _EndpointState] = {}
         self._procs: dict[str, _Proc] = {}
-        self._log_paths: dict[str, Path] = {}  # kept after a worker is gone, for `gpuserve logs`
+        self._log_paths: dict[str, Path] = {}  # of workers it runs; a gone one's log is logs_dir/<id>.log
         self.cold_starts: deque[ColdStartRecord] = deque(maxlen=COLD_STARTS_KEPT)  # of workers that exited
 
     # -- LiveBackend ----------------------------------------------------------------------------
@@ -299,7 +303,8 @@ class ProcessBackend:
         handler = Path(dep.handler_path).resolve()
         cwd = dep.workdir or str(handler.parent)
         python = dep.python or self.python
-        logfile: IO[bytes] = open(p.log_path, "ab")  # the child keeps its own descriptor
+        # The child keeps its own descriptor; owner-only, as the logs folder.
+        logfile: IO[bytes] = os.fdopen(os.open(p.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         try:
             p.popen = subprocess.Popen(
                 [python, str(handler)],
@@ -368,6 +373,7 @@ class ProcessBackend:
 
     def _forget(self, p: _Proc) -> None:
         self._procs.pop(p.worker_id, None)
+        self._log_paths.pop(p.worker_id, None)  # `logs` still finds it in logs_dir, where it lies
         self.registry.remove(p.worker_id)
 
     def _tail(self, p: _Proc, lines: int) -> str:

@@ -5,6 +5,7 @@
       port: 8000
       data_dir: .gpuserve        # relative to this file
       heartbeat_interval_s: 10   # workers ping this often; 3 missed pings = UNHEALTHY
+      drain_timeout_s: 30        # SIGTERM: running jobs get this long, then are requeued
     api_keys: [sk-admin]         # valid for every endpoint (raw, or "sha256:<hex digest>")
     endpoints:
       - id: echo
@@ -86,6 +87,7 @@ class ServerSection(_Model):
     heartbeat_interval_s: Annotated[float, Field(gt=0)] = 10.0
     max_retries: Annotated[int, Field(ge=0)] = 3
     poll_timeout_s: Annotated[float, Field(gt=0, le=60)] = 20.0
+    drain_timeout_s: Annotated[float, Field(gt=0)] = 30.0
 
 
 class FileModel(_Model):

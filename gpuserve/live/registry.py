@@ -23,7 +23,29 @@ from enum import StrEnum
 from gpuserve.core.types import WorkerState, WorkerView
 from gpuserve.live.auth import hash_token, new_worker_token, token_matches
 
-__all__ = ["Change", "Listener", "LiveWorker", "WorkerRegistry"]
+__all__ = ["Change", "Heartbeat", "Lease", "Listener", "LiveWorker", "WorkerRegistry"]
+
+# A held job is released after this many heartbeats in a row that did not list it (and a grace
+# interval): the first heartbeat after a take may have been built before the take's answer
+# arrived, the second cannot have been (it leaves one interval later). With a 10 s interval a
+# lost take reply is found by the second heartbeat after it, at most 20 s later.
+UNLISTED_HEARTBEATS = 2
+
+
+@dataclass
+class Lease:
+    """A held job as the worker's heartbeats confirm it: when one last listed it (the take until then)."""
+
+    listed_s: float
+    misses: int = 0  # heartbeats in a row that did not list it
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a heartbeat revealed, for the runtime to act on."""
+
+    unlisted: tuple[str, ...] = ()  # held jobs its heartbeats stopped listing: released here, to requeue
+    strangers: tuple[str, ...] = ()  # listed jobs the registry does not say it holds: to stop
 
 
 @dataclass
@@ -38,6 +60,8 @@ class LiveWorker:
     idle_since_s: float | None = None
     last_seen_s: float | None = None
     in_flight: set[str] = field(default_factory=set)
+    leases: dict[str, Lease] = field(default_factory=dict)  # one per job in `in_flight`
+    lists_jobs: bool = False  # a heartbeat has listed a job: its silence about one means something
     draining: bool = False  # stopPod, OUTDATED or stop requested: hand it no more jobs
     gpu_ids: tuple[int, ...] = ()
     token_hash: str = ""
@@ -195,6 +219,8 @@ class WorkerRegistry:
             if w.first_take_s is None:
                 w.first_take_s = now_s
             w.in_flight.update(job_ids)
+            for job_id in job_ids:
+                w.leases[job_id] = Lease(now_s)
             self._settle(w, now_s)
             self._tell(w, Change.TOOK, now_s, tuple(job_ids))
 
@@ -209,16 +235,58 @@ class WorkerRegistry:
             if w is None:
                 return
             w.in_flight.discard(job_id)
+            w.leases.pop(job_id, None)
             w.last_seen_s = now_s
             self._settle(w, now_s)
             self._tell(w, Change.JOB_ENDED, now_s, (job_id,))
 
-    def on_ping(self, worker_id: str, job_ids: list[str], now_s: float) -> None:
-        """A heartbeat, with the job ids the worker says it is running."""
+    def heard_from(self, worker_id: str, now_s: float) -> None:
+        """Any authenticated call but a heartbeat (a progress post, a late result): the worker is alive."""
         with self._lock:
             w = self._workers.get(worker_id)
             if w is not None:
                 w.last_seen_s = now_s
+
+    def on_ping(self, worker_id: str, job_ids: list[str], now_s: float, lease_grace_s: float | None = None) -> Heartbeat:
+        """A heartbeat, with the job ids the worker says it is running: reconcile them with what it holds.
+
+        A held job that UNLISTED_HEARTBEATS heartbeats in a row did not list, the last one more
+        than `lease_grace_s` after the take (or after it was last listed), never reached the
+        worker (a lost take reply) or left it without a result: it is released here and
+        returned as `unlisted` for the runtime to requeue. Only for a worker whose heartbeats
+        have listed a job before (`lists_jobs`): an SDK whose heartbeat lists nothing would
+        otherwise lose every job it runs. None: count the misses, release nothing.
+        """
+        with self._lock:
+            w = self._workers.get(worker_id)
+            if w is None:
+                return Heartbeat()
+            w.last_seen_s = now_s
+            listed = set(job_ids)
+            if listed:
+                w.lists_jobs = True
+            unlisted: list[str] = []
+            for job_id in sorted(w.in_flight):
+                lease = w.leases.setdefault(job_id, Lease(now_s))
+                if job_id in listed:
+                    lease.listed_s, lease.misses = now_s, 0
+                    continue
+                lease.misses += 1
+                if (
+                    lease_grace_s is not None
+                    and w.lists_jobs
+                    and lease.misses >= UNLISTED_HEARTBEATS
+                    and now_s - lease.listed_s > lease_grace_s
+                ):
+                    unlisted.append(job_id)
+            strangers = tuple(sorted(listed - w.in_flight))
+            if unlisted:
+                w.in_flight.difference_update(unlisted)
+                for job_id in unlisted:
+                    del w.leases[job_id]
+                self._settle(w, now_s)
+                self._tell(w, Change.JOB_ENDED, now_s, tuple(unlisted))
+            return Heartbeat(tuple(unlisted), strangers)
 
     def set_state(self, worker_id: str, state: WorkerState, now_s: float | None = None) -> None:
         with self._lock:
@@ -262,6 +330,7 @@ class WorkerRegistry:
             if w is not None and w.in_flight:
                 held |= w.in_flight
                 w.in_flight = set()
+                w.leases = {}
                 self._settle(w, now_s)
                 self._tell(w, Change.JOB_ENDED, now_s, tuple(sorted(held)))
             return sorted(held)

@@ -3,7 +3,7 @@
 Everything here runs on the server's event loop. The waits (parked job-takes, /runsync,
 job-stop) are gpuserve.live.waiters, webhook delivery is gpuserve.live.webhooks; one
 background task applies deadlines, checks heartbeats, releases the jobs of lost workers
-and runs the core Controller over the live backend with a wall clock.
+and runs the core Controller over the live backend with a steady clock (gpuserve.live.clock).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from gpuserve.core.clock import Clock
 from gpuserve.core.jobs import JobStatus
 from gpuserve.core.types import COUNTED_STATES, WorkerState, WorkerView
 from gpuserve.live.backend import LiveBackend
-from gpuserve.live.clock import WallClock
+from gpuserve.live.clock import SteadyClock
 from gpuserve.live.deployment import Deployment
 from gpuserve.live.registry import LiveWorker, WorkerRegistry
 from gpuserve.live.settings import ServerSettings
@@ -63,8 +63,9 @@ class Runtime:
         self.store = store
         self.registry = registry
         self.backend = backend
-        self._closing = False  # set by drain_workers: long polls answer at once instead of parking
-        self.clock = clock or WallClock()
+        self._closing = False  # set by drain_workers: no new jobs, long polls answer at once
+        self._drain_ends_s = 0.0  # event-loop time the drain gives up on running jobs
+        self.clock = clock or SteadyClock()
         self.settings = settings or ServerSettings()
         self.global_key_hashes = global_key_hashes
         self.controller: Controller | None = None
@@ -100,15 +101,31 @@ class Runtime:
             if self.store.stats(eid, self.clock.now_s()).in_queue:
                 self._arrival(eid, low_priority=False)
 
-    async def drain_workers(self) -> None:
-        """Stop every worker while the HTTP socket is still open, so they can post results and exit cleanly.
+    @property
+    def closing(self) -> bool:
+        """Shutting down: /run and /runsync are refused (503), no job is handed out."""
+        return self._closing
 
-        uvicorn closes its listening socket before the app's lifespan ends; stopping workers
-        only then would refuse their pings, mark them UNHEALTHY and end them with SIGKILL.
+    def drain_left_s(self) -> float:
+        """Seconds the drain still gives running jobs (0 when not draining)."""
+        if not self._closing or self.loop is None:
+            return 0.0
+        return max(0.0, self._drain_ends_s - self.loop.time())
+
+    async def drain_workers(self) -> None:
+        """SIGTERM: take no new jobs, let running ones finish for `drain_timeout_s`, requeue the rest.
+
+        Runs while the HTTP socket is still open, so workers can post results and exit cleanly
+        (uvicorn closes its listening socket before the app's lifespan ends; stopping workers
+        only then would refuse their pings, mark them UNHEALTHY and end them with SIGKILL).
+        A /runsync caller whose job is queued learns its id and IN_QUEUE at once (no worker will
+        start it now); one whose job runs waits for it, at most until the drain ends, and then
+        gets its result or its id and IN_QUEUE.
         """
         if self._closing:  # already drained (the server's shutdown runs before the app's lifespan end)
             return
         self._closing = True
+        self._drain_ends_s = asyncio.get_running_loop().time() + self.settings.drain_timeout_s
         if self._loop_task is not None:  # no more scaling: nothing may replace a stopping worker
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -116,8 +133,31 @@ class Runtime:
             self._loop_task = None
         self.takers.wake_all()
         self.stops.wake_all()
+        for job_id in self.done_waiters.job_ids():
+            job = self.store.get(job_id)
+            if job is None or job.status is not JobStatus.IN_PROGRESS:
+                self.done_waiters.release(job_id)
         if self.backend is not None:
             await asyncio.to_thread(self.backend.shutdown)
+        self._requeue_unfinished()
+        for job_id in self.done_waiters.job_ids():
+            self.done_waiters.release(job_id)
+
+    def _requeue_unfinished(self) -> None:
+        """After the drain: jobs still running go back to the queue, durably, with the attempt counted.
+
+        Without this, a job cut by the shutdown would restart with the retry count it had, and a
+        job that kills its worker at every start would never reach max_retries.
+        """
+        now = self.clock.now_s()
+        reason = "the server shut down before the job ended"
+        for worker_id in sorted({w.worker_id for w in self.registry.all()} | set(self.registry.orphaned())):
+            held = self.registry.release_jobs(worker_id, now)
+            if held:
+                self._requeue(worker_id, held, reason, now)
+        for job in self.store.in_progress():  # held by no registered worker (e.g. one added by hand)
+            if job.worker_id is not None:
+                self._requeue(job.worker_id, [job.id], reason, now)
 
     async def stop(self) -> None:
         await self.drain_workers()
@@ -158,7 +198,7 @@ class Runtime:
         whether anything else waits in the queue (then the job did not find a free slot).
         """
         controller = self.controller
-        if controller is None or self.backend is None:
+        if controller is None or self.backend is None or self._closing:
             return
         if low_priority:  # Runpod: a lowPriority job never triggers scaling; the next tick or wake sees it
             self.arrivals_skipped += 1
@@ -255,7 +295,7 @@ class Runtime:
         self.registry.on_take(worker.worker_id, [], self.clock.now_s())
         deadline = loop.time() + self.settings.poll_timeout_s
         while True:
-            if not worker.draining:
+            if not worker.draining and not self._closing:
                 jobs = self.store.take(eid, worker.worker_id, max_jobs, self.clock.now_s())
                 if jobs:
                     self.registry.on_take(worker.worker_id, [j.id for j in jobs], self.clock.now_s())
@@ -267,7 +307,7 @@ class Runtime:
 
     def take_now(self, worker: LiveWorker, max_jobs: int) -> list[Job]:
         """Up to `max_jobs` queued jobs for the worker at once, without waiting (job-done's gpuserve_take)."""
-        if max_jobs < 1 or worker.draining:
+        if max_jobs < 1 or worker.draining or self._closing:
             return []
         now = self.clock.now_s()
         jobs = self.store.take(worker.endpoint_id, worker.worker_id, max_jobs, now)
@@ -286,7 +326,7 @@ class Runtime:
         if outcome in ("COMPLETED", "FAILED") and job is not None:
             self._job_ended(job, worker.worker_id)
         else:
-            self.registry.on_ping(worker.worker_id, [], now)
+            self.registry.heard_from(worker.worker_id, now)
         if body.get("stopPod") is True:
             self.recycle(worker.worker_id)
         return outcome.value
@@ -310,8 +350,29 @@ class Runtime:
         return self.store.add_chunk(job_id, worker.worker_id, chunk)
 
     def ping(self, worker: LiveWorker, job_ids: list[str], unhealthy_reason: str | None) -> None:
-        self.registry.on_ping(worker.worker_id, job_ids, self.clock.now_s())
-        self.stops.resend_listed(worker.worker_id, job_ids)
+        """A heartbeat: the worker is alive, and what it lists is reconciled with what it holds (a lease).
+
+        A held job it stopped listing goes back to the queue (its take reply was lost, or its
+        result); a job it lists but does not hold (requeued meanwhile, given to another worker,
+        unknown here) is told to stop, and a late result for it is ignored (`JobStore._owned`).
+        """
+        now = self.clock.now_s()
+        wid = worker.worker_id
+        beat = self.registry.on_ping(wid, job_ids, now, self.settings.take_lease_grace_s)
+        if beat.unlisted:
+            self._requeue(
+                wid,
+                list(beat.unlisted),
+                f"worker {wid}'s heartbeats stopped listing the job (a lost job-take reply or result)",
+                now,
+            )
+        self.stops.resend_listed(wid, job_ids)
+        for job_id in beat.strangers:
+            job = self.store.get(job_id)
+            # A heartbeat built before this worker's own result was stored is no stranger.
+            crossed = job is not None and job.worker_id == wid and job.status.is_terminal
+            if not crossed and not self.stops.told(wid, job_id):
+                self.stops.signal(wid, job_id)
         if unhealthy_reason is not None:
             self.lose_worker(worker.worker_id, f"worker {worker.worker_id} reported unhealthy: {unhealthy_reason}")
 
@@ -323,8 +384,11 @@ class Runtime:
         """A worker is gone or unfit: mark it UNHEALTHY and requeue (or fail) what it held."""
         now = self.clock.now_s()
         self.registry.set_state(worker_id, WorkerState.UNHEALTHY, now)
-        held = self.registry.release_jobs(worker_id, now)
-        jobs = self.store.requeue(worker_id, held, reason, now, self.settings.max_retries)
+        self._requeue(worker_id, self.registry.release_jobs(worker_id, now), reason, now)
+
+    def _requeue(self, worker_id: str, job_ids: list[str], reason: str, now_s: float) -> None:
+        """Jobs the registry released from a worker go back to the queue (attempt counted), or FAILED past max_retries."""
+        jobs = self.store.requeue(worker_id, job_ids, reason, now_s, self.settings.max_retries)
         for job in jobs:
             if job.status.is_terminal:
                 self._job_ended(job, None)
@@ -379,6 +443,9 @@ class Runtime:
             self.lose_worker(worker_id, f"worker {worker_id} exited")
         for worker_id in self.registry.unhealthy_holding_jobs():
             self.lose_worker(worker_id, f"worker {worker_id} is unhealthy")
+        # Stop channels of workers that are gone (a few entries per worker: cheap every pass).
+        if self.stops.size():
+            self.stops.forget_except({w.worker_id for w in self.registry.all()})
         if self.backend is not None and self.controller is not None:
             if now >= self._next_poll_s:
                 self._next_poll_s = now + min(0.25, self.settings.tick_interval_s)

@@ -19,6 +19,12 @@ class ServerSettings:
     heartbeat_interval_s: float = 10.0  # what workers are told (RUNPOD_PING_INTERVAL)
     missed_heartbeats: int = 3  # silent for this many intervals -> UNHEALTHY, jobs requeued
     max_retries: int = 3  # requeues after lost workers before a job ends FAILED
+    # SIGTERM: running jobs get this long to finish (workers are told the same, less 1 s to post
+    # their results); what is still running then is requeued with the attempt counted.
+    drain_timeout_s: float = 30.0
+    # A held job two heartbeats in a row did not list, this long after its take, is requeued (a
+    # lost take reply). None: one heartbeat interval, so a lost reply costs at most two.
+    lease_grace_s: float | None = None
     webhook_attempts: int = 3  # one POST plus two retries (Runpod)
     webhook_retry_delay_s: float = 10.0
     webhook_timeout_s: float = 10.0
@@ -45,6 +51,7 @@ class ServerSettings:
             "run_retention_s",
             "runsync_retention_s",
             "default_ttl_s",
+            "drain_timeout_s",
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
@@ -53,12 +60,18 @@ class ServerSettings:
             raise ConfigError("consult_on_arrival", self.consult_on_arrival, "must be 'auto', 'always' or 'verify'")
         if self.missed_heartbeats < 1:
             raise ConfigError("missed_heartbeats", self.missed_heartbeats, "must be at least 1")
+        if self.lease_grace_s is not None and (not isinstance(self.lease_grace_s, int | float) or self.lease_grace_s < 0):
+            raise ConfigError("lease_grace_s", self.lease_grace_s, "cannot be negative")
         if self.max_retries < 0:
             raise ConfigError("max_retries", self.max_retries, "cannot be negative")
         if self.webhook_attempts < 1:
             raise ConfigError("webhook_attempts", self.webhook_attempts, "must be at least 1")
         if self.webhook_retry_delay_s < 0:
             raise ConfigError("webhook_retry_delay_s", self.webhook_retry_delay_s, "cannot be negative")
+
+    @property
+    def take_lease_grace_s(self) -> float:
+        return self.heartbeat_interval_s if self.lease_grace_s is None else self.lease_grace_s
 
     @property
     def liveness_timeout_s(self) -> float:

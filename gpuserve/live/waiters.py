@@ -114,6 +114,10 @@ class DoneWaiters:
         for fut in self._by_job.pop(job_id, []):
             resolve(fut)
 
+    def job_ids(self) -> list[str]:
+        """The jobs someone waits on now (shutdown answers them)."""
+        return list(self._by_job)
+
 
 class StopSignals:
     """The job-stop channel: ids of a worker's jobs that were cancelled or timed out, with a long poll.
@@ -145,6 +149,10 @@ class StopSignals:
             self.signal(worker_id, job_id)
         told &= listed
 
+    def told(self, worker_id: str, job_id: str) -> bool:
+        """Whether the worker was told to stop this job and may still run it (then resends follow its heartbeats)."""
+        return job_id in self._told.get(worker_id, ())
+
     async def wait(self, worker_id: str, timeout_s: float, closing: bool) -> list[str]:
         """Long poll: the pending stops at once, else wait for one or the timeout."""
         if not self._pending.get(worker_id) and not closing:
@@ -168,3 +176,16 @@ class StopSignals:
     def wake_all(self) -> None:
         for fut in self._waiter.values():
             resolve(fut)
+
+    def forget_except(self, worker_ids: set[str]) -> None:
+        """Drop what is kept for workers that are gone (so it does not grow with every worker ever started)."""
+        for worker_id in [w for w in self._waiter if w not in worker_ids]:
+            resolve(self._waiter.pop(worker_id))
+        for worker_id in [w for w in self._pending if w not in worker_ids]:
+            del self._pending[worker_id]
+        for worker_id in [w for w in self._told if w not in worker_ids]:
+            del self._told[worker_id]
+
+    def size(self) -> int:
+        """Workers with anything kept here."""
+        return len(set(self._pending) | set(self._told) | set(self._waiter))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 import httpx
@@ -11,7 +12,11 @@ import httpx
 from gpuserve.core.backoff import Backoff
 from gpuserve.live.settings import ServerSettings
 
-__all__ = ["WebhookSender"]
+__all__ = ["WEBHOOK_LOG_KEPT", "WebhookSender"]
+
+# The newest attempts only: at 100 webhooks/s an unbounded log grows by about 8.6 million
+# entries a day; 10,000 is the last couple of minutes at that rate, plenty to debug with.
+WEBHOOK_LOG_KEPT = 10_000
 
 log = logging.getLogger("gpuserve.server")
 
@@ -21,7 +26,7 @@ class WebhookSender:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self.log: list[tuple[str, int | str]] = []  # newest last
+        self.log: deque[tuple[str, int | str]] = deque(maxlen=WEBHOOK_LOG_KEPT)  # newest last
         self._http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 

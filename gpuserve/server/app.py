@@ -48,7 +48,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
-        return json_response({"error": exc.message}, exc.status_code)
+        return json_response({"error": exc.message}, exc.status_code, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +146,13 @@ async def _submit(request: Request, endpoint_id: str, *, sync: bool) -> tuple[Ru
     rt = runtime_of(request)
     ep = endpoint_or_404(rt, endpoint_id)
     client_auth(rt, ep, request)
+    if rt.closing:
+        retry_after_s = math.ceil(rt.drain_left_s()) + 1
+        raise ApiError(
+            503,
+            f"the server is shutting down and accepts no new jobs; retry after {retry_after_s} s",
+            {"Retry-After": str(retry_after_s)},
+        )
     limit = rt.settings.max_runsync_bytes if sync else rt.settings.max_run_bytes
     raw = await read_body(request, limit, "runsync" if sync else "run")
     req = parse_job_request(parse_json(raw), ep, rt.settings.default_ttl_s)

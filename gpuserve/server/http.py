@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import operator
+import re
 from typing import Any
 
 from fastapi import Request
@@ -14,6 +17,7 @@ from gpuserve.live.auth import hash_token
 from gpuserve.live.registry import LiveWorker
 from gpuserve.live.runtime import Endpoint, Runtime
 from gpuserve.live.settings import MIB
+from gpuserve.server.limits import MAX_JSON_DEPTH
 
 __all__ = ["ApiError", "client_auth", "endpoint_or_404", "json_response", "read_body", "worker_auth"]
 
@@ -21,14 +25,17 @@ __all__ = ["ApiError", "client_auth", "endpoint_or_404", "json_response", "read_
 class ApiError(Exception):
     """An HTTP error answered as `{"error": message}`; the message names the field and value."""
 
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
+        self.headers = headers
 
 
-def json_response(body: Any, status_code: int = 200) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False).encode(), status_code=status_code, media_type="application/json")
+def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, ensure_ascii=False).encode(), status_code=status_code, media_type="application/json", headers=headers
+    )
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -100,8 +107,40 @@ def _too_big(limit_bytes: int, route: str) -> ApiError:
     return ApiError(413, f"request body exceeds the {limit_bytes // MIB} MB limit of /{route}")
 
 
-def parse_json(raw: bytes, what: str = "body") -> Any:
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included (unrolled: one step per run)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_WEIGHT = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def parse_json(raw: bytes, what: str = "body", max_depth: int | None = MAX_JSON_DEPTH) -> Any:
+    """Strict JSON or a 400 naming what was wrong: no NaN/Infinity, no integer past 4,300 digits, at most `max_depth` levels.
+
+    `max_depth` None: only the parser's own bound (about 1,000 levels, still a 400). Worker
+    results take that: they may be 256 MiB, and the depth scan costs about 35 ms per MB of
+    small objects, while a client body (20 MB at most) is scanned.
+    """
+    # Fewer brackets than the limit cannot nest past it: most bodies skip the scan.
+    if max_depth is not None and raw.count(b"[") + raw.count(b"{") > max_depth and _depth_over(raw, max_depth):
+        raise ApiError(400, f"{what} nests deeper than {max_depth} levels")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"{what} is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # NaN, or an integer past Python's 4,300 digits
+        raise ApiError(400, f"{what} is not acceptable JSON ({str(exc)[:200]})") from None
+
+
+def _depth_over(raw: bytes, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than `limit`, found before parsing (which would recurse).
+
+    At C speed throughout: strings removed, everything but brackets deleted, then with each
+    opening bracket as 2 and each closing one as 0, the depth after k brackets is the running
+    sum minus k.
+    """
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
+    depths = map(operator.sub, itertools.accumulate(brackets.translate(_BRACKET_WEIGHT)), itertools.count(1))
+    return max(depths, default=0) > limit

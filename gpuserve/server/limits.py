@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_RUNSYNC_WAIT_MS",
     "EXECUTION_TIMEOUT_MS",
     "MAX_JOBS_PER_TAKE",
+    "MAX_JSON_DEPTH",
     "MAX_RESULT_BYTES",
     "MAX_UNHEALTHY_REASON_CHARS",
     "POLICY_RANGES_MS",
@@ -39,6 +40,11 @@ MAX_RESULT_BYTES = 256 * MIB
 # One take (job-take-batch's batch_size, job-done's gpuserve_take) hands out at most this many
 # jobs: a worker asking for 10**9 gets 1024, and the answer stays a bounded JSON list.
 MAX_JOBS_PER_TAKE = 1024
+
+# Nesting of a JSON body (objects and arrays). Python's parser and encoder recurse once per level
+# and fail near 1,000 (a 970-deep body answered 500, and its job could never be encoded again);
+# real payloads (chat messages, tool calls) stay well under 20.
+MAX_JSON_DEPTH = 100
 
 # The SDK truncates a failed fitness check's reason to 256 characters; a hand-made ping is cut the same.
 MAX_UNHEALTHY_REASON_CHARS = 256

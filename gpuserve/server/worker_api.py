@@ -62,7 +62,7 @@ async def job_done(
     raw = await read_body(request, MAX_RESULT_BYTES, "job-done")
     # The SDK sends raw JSON under a form content type: parse the bytes whatever the header says.
     try:
-        body = parse_json(raw, "job-done body")
+        body = parse_json(raw, "job-done body", max_depth=None)
     except ApiError as exc:
         rt.job_failed_unparsable(worker, job_id, f"the worker's result could not be read: {exc.message}")
         raise
@@ -79,7 +79,7 @@ async def job_done(
 async def job_stream(request: Request, endpoint_id: str, worker_id: str, job_id: str) -> Response:
     rt = runtime_of(request)
     worker = await worker_auth(rt, endpoint_id, worker_id, request)
-    body = parse_json(await read_body(request, MAX_RESULT_BYTES, "job-stream"), "job-stream body")
+    body = parse_json(await read_body(request, MAX_RESULT_BYTES, "job-stream"), "job-stream body", max_depth=None)
     if not isinstance(body, dict):
         raise ApiError(422, f"job-stream body must be {{\"output\": chunk}}, was {type(body).__name__}")
     accepted = rt.stream_chunk(worker, job_id, body.get("output"))

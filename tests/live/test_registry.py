@@ -92,3 +92,38 @@ def test_subscribers_hear_every_change_in_order_with_its_time_and_jobs() -> None
         ("w1", Change.STATE, WorkerState.OUTDATED, 3.0, ()),
         ("w1", Change.REMOVED, WorkerState.OUTDATED, 4.0, ()),
     ]
+
+
+def test_a_held_job_two_heartbeats_did_not_list_is_released_after_the_grace() -> None:
+    reg = WorkerRegistry()
+    reg.add("w1", "ep", 0.0)
+    reg.on_take("w1", ["a"], 1.0)
+    assert reg.on_ping("w1", ["a"], 1.5, lease_grace_s=1.0).unlisted == ()  # it lists its jobs
+    reg.on_job_end("w1", "a", 2.0)
+    reg.on_take("w1", ["b"], 10.0)  # its answer never reached the worker
+    assert reg.on_ping("w1", [], 10.2, lease_grace_s=1.0).unlisted == ()  # may predate the answer
+    assert reg.on_ping("w1", [], 10.8, lease_grace_s=1.0).unlisted == ()  # inside the grace
+    beat = reg.on_ping("w1", [], 11.2, lease_grace_s=1.0)
+    assert beat.unlisted == ("b",) and reg.jobs_of("w1") == []
+    w = reg.get("w1")
+    assert w is not None and w.state is WorkerState.IDLE and w.leases == {}
+
+
+def test_a_listed_job_renews_its_lease_and_a_job_it_does_not_hold_is_a_stranger() -> None:
+    reg = WorkerRegistry()
+    reg.add("w1", "ep", 0.0, capacity=2)
+    reg.on_take("w1", ["a"], 1.0)
+    for t in (2.0, 3.0, 4.0, 5.0):  # a long job, listed by every heartbeat
+        beat = reg.on_ping("w1", ["a", "zombie"], t, lease_grace_s=1.0)
+        assert beat.unlisted == () and beat.strangers == ("zombie",)
+    assert reg.jobs_of("w1") == ["a"]
+
+
+def test_a_worker_whose_heartbeats_never_listed_a_job_keeps_what_it_holds() -> None:
+    """An SDK whose heartbeat lists nothing would otherwise lose every job after two heartbeats."""
+    reg = WorkerRegistry()
+    reg.add("w1", "ep", 0.0)
+    reg.on_take("w1", ["a"], 1.0)
+    for t in (2.0, 3.0, 4.0):
+        assert reg.on_ping("w1", [], t, lease_grace_s=1.0).unlisted == ()
+    assert reg.jobs_of("w1") == ["a"]

@@ -96,3 +96,14 @@ def test_serve_refuses_a_bad_file_in_one_line(tmp_path):
     (tmp_path / "e.yaml").write_text("endpoints: [{id: x, handler: missing.py}]\n")
     r = cli("serve", str(tmp_path / "e.yaml"), "--port", "0", env={**os.environ, "COLUMNS": "300"})
     assert r.returncode == 2 and "endpoints[0].handler" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_with_a_data_dir_it_cannot_write_says_so_in_one_line(tmp_path):
+    (tmp_path / "e.yaml").write_text(f"endpoints: [{{id: x, handler: {HANDLER}}}]\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    r = cli("serve", str(tmp_path / "e.yaml"), "--port", "0", "--data-dir", str(blocker / "data"),
+            env={**os.environ, "COLUMNS": "300"})
+    assert r.returncode == 2
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "data_dir" in lines[0] and "cannot hold the job store" in lines[0], lines

@@ -208,3 +208,50 @@ def test_chunks_are_handed_out_once(store):
 def test_invalid_synchronous_mode_names_the_field(tmp_path):
     with pytest.raises(ValueError, match="synchronous"):
         SqliteJobStore(tmp_path / "x.db", synchronous="OFF")
+
+
+def test_bookkeeping_after_many_expired_jobs_does_not_depend_on_how_many(store):
+    """10,000 short jobs (24 h ttl, 10 min timeout, 1 s retention): once their results expire, the
+    in-memory structures are back to their empty size, yet a deadline still pending fires on time."""
+    from gpuserve.store.sqlite import _COMPACT_MIN
+
+    (keeper,) = submit(store, t=0.0, execution_timeout_s=30.0)
+    assert [j.id for j in store.take("ep", "w-long", 1, 0.5)] == [keeper.id]  # runs through it all
+    n = 10_000
+    for i in range(n):
+        t = 1.0 + i * 0.001
+        store.submit("ep", {"input": {"i": i}}, now_s=t, retention_s=1.0)
+        (job,) = store.take("ep", "w1", 1, t)
+        assert store.finish(job.id, "w1", {"output": i}, t)[0] is DoneOutcome.COMPLETED
+        assert len(store._deadlines) <= max(_COMPACT_MIN, 4 * len(store._jobs)) + 3  # bounded all along
+    expired = [e for e in store.sweep(20.0) if e.kind is SweepKind.RESULT_EXPIRED]
+    assert len(expired) == n
+    sizes = store.bookkeeping()
+    # Before: 20,000 dead ttl and timeout entries stayed in the heap for a day.
+    assert sizes["jobs"] == 1 and sizes["deadlines"] <= _COMPACT_MIN and sizes["queued_entries"] == 0
+    assert [(e.kind, e.job.id) for e in store.sweep(31.0)] == [(SweepKind.TIMED_OUT, keeper.id)]
+    assert store.count() == 1
+
+
+def test_the_store_is_private_to_its_owner(tmp_path):
+    """Payloads may carry secrets (s3Config): the folder is 0700, the database and its WAL 0600."""
+    path = tmp_path / "data" / "jobs.sqlite3"
+    s = SqliteJobStore(path)
+    try:
+        submit(s)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()}
+    finally:
+        s.close()
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
+    assert modes["jobs.sqlite3"] == 0o600 and modes.get("jobs.sqlite3-wal", 0o600) == 0o600, modes
+
+
+def test_a_data_dir_that_cannot_hold_the_store_is_one_error_naming_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    from gpuserve.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        SqliteJobStore(blocker / "data" / "jobs.sqlite3")
+    assert str(err.value).startswith("data_dir cannot hold the job store jobs.sqlite3 (")
+    assert str(blocker / "data") in str(err.value) and "\n" not in str(err.value)

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from gpuserve.backends.base import worker_env
+from gpuserve.core.clock import Clock
 from gpuserve.core.jobs import TERMINAL_STATUSES
 from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
 from gpuserve.live.auth import hash_token
@@ -175,6 +176,7 @@ class Live:
 
     `backend` is "process" (default, with a short stop grace), "docker", a BackendFactory, or
     None (no backend: the test registers workers itself). `keys` protect every endpoint.
+    `clock` replaces the platform's steady clock (a test that compares clocks).
     """
 
     def __init__(
@@ -189,6 +191,7 @@ class Live:
         fast_path: bool = True,
         data_dir: Path | None = None,
         registry: WorkerRegistry | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.tmp_path = tmp_path
         self.data_dir = data_dir or tmp_path
@@ -206,6 +209,7 @@ class Live:
             port=port,
             fast_path=fast_path,
             registry=registry,
+            clock=clock,
         )
         self.url = self.platform.url
         self.port = int(self.url.rsplit(":", 1)[1])

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gpuserve.core.types import WorkerState
-from gpuserve.live.registry import WorkerRegistry
+from gpuserve.live.registry import Heartbeat, WorkerRegistry
 from tests.support.live import Live, code_deployment
 
 HEADER = {
@@ -28,9 +28,9 @@ class RecordingRegistry(WorkerRegistry):
         super().__init__()
         self.pinged: list[tuple[str, tuple[str, ...]]] = []
 
-    def on_ping(self, worker_id: str, job_ids: list[str], now_s: float) -> None:
+    def on_ping(self, worker_id: str, job_ids: list[str], now_s: float, lease_grace_s: float | None = None) -> Heartbeat:
         self.pinged.append((worker_id, tuple(job_ids)))
-        super().on_ping(worker_id, job_ids, now_s)
+        return super().on_ping(worker_id, job_ids, now_s, lease_grace_s)
 
 
 def _dep(tmp_path: Path, sdk: str, name: str, body: str, **kw: Any):
