@@ -8,11 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.support.live import serve_process
 
 HANDLER = Path(__file__).parent / "handlers" / "echo_gpuserve.py"
 
@@ -30,27 +30,7 @@ def served(tmp_path):
         "endpoints:\n"
         f"  echo: {{handler: {HANDLER}, api_keys: [sk-cli], scaling: {{max_workers: 1, idle_timeout_s: 30}}}}\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpuserve.cli", "serve", str(tmp_path / "endpoints.yaml"), "--port", "0",
-         "--data-dir", str(tmp_path / "data"), "--log-level", "warning"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "300"},
-    )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    match = re.search(r"at (http://127\.0\.0\.1:\d+)", first)
-    assert match, first
-    url = match.group(1)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/docs", timeout=2)
-            break
-        except httpx.HTTPError:
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.1)
+    proc, url = serve_process(tmp_path / "endpoints.yaml", tmp_path / "data")
     env = {**os.environ, "GPUSERVE_URL": url, "GPUSERVE_API_KEY": "sk-cli", "COLUMNS": "300"}
     yield url, env
     proc.send_signal(signal.SIGINT)

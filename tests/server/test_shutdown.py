@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -19,7 +16,7 @@ from gpuserve.live.registry import WorkerRegistry
 from gpuserve.live.settings import ServerSettings
 from gpuserve.platform import process_backend
 from gpuserve.store.sqlite import SqliteJobStore
-from tests.support.live import TERMINAL, deployment, wait_until
+from tests.support.live import TERMINAL, deployment, serve_process, wait_until
 
 
 def test_server_stop_lets_the_running_job_finish_and_the_worker_exit_cleanly(make_server):
@@ -53,29 +50,7 @@ serverless.start({"handler": handler})
 
 
 def _serve(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
-    """`gpuserve serve` as a real process on 127.0.0.1; returns it and its URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpuserve.cli", "serve", str(tmp_path / "endpoints.yaml"), "--port", "0",
-         "--data-dir", str(tmp_path / "data"), "--log-level", "warning"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "300"},
-    )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    match = re.search(r"at (http://127\.0\.0\.1:\d+)", first)
-    assert match, first
-    url = match.group(1)
-    wait_until(lambda: _up(url), 30, "the server answers")
-    return proc, url
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/docs", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return serve_process(tmp_path / "endpoints.yaml", tmp_path / "data")
 
 
 def test_the_default_drain_is_30_s_for_the_server_and_its_workers(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -43,6 +44,7 @@ __all__ = [
     "code_deployment",
     "deployment",
     "endpoint_spec",
+    "serve_process",
     "wait_until",
 ]
 
@@ -169,6 +171,32 @@ def process_backend_for_tests(stop_grace_s: float = 3.0) -> BackendFactory:
         )
 
     return make
+
+
+def serve_process(config: Path, data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    """`gpuserve serve CONFIG` as a real process on 127.0.0.1 (port 0); returns it and its URL once it answers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpuserve.cli", "serve", str(config), "--port", "0",
+         "--data-dir", str(data_dir), "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    match = re.search(r"at (http://127\.0\.0\.1:\d+)", first)
+    assert match, first
+    url = match.group(1)
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{url}/docs", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, 30, "the server answers")
+    return proc, url
 
 
 class Live:
