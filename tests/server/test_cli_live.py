@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.live import serve_process
+from tests.support.live import serve_process, stop_process
 
 HANDLER = Path(__file__).parent / "handlers" / "echo_gpuserve.py"
 
@@ -33,12 +33,7 @@ def served(tmp_path):
     proc, url = serve_process(tmp_path / "endpoints.yaml", tmp_path / "data")
     env = {**os.environ, "GPUSERVE_URL": url, "GPUSERVE_API_KEY": "sk-cli", "COLUMNS": "300"}
     yield url, env
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, signal.SIGINT, timeout_s=30)
 
 
 def test_run_endpoints_logs_against_a_served_file(served):

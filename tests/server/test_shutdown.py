@@ -16,7 +16,7 @@ from gpuserve.live.registry import WorkerRegistry
 from gpuserve.live.settings import ServerSettings
 from gpuserve.platform import process_backend
 from gpuserve.store.sqlite import SqliteJobStore
-from tests.support.live import TERMINAL, deployment, serve_process, wait_until
+from tests.support.live import TERMINAL, deployment, serve_process, stop_process, wait_until
 
 
 def test_server_stop_lets_the_running_job_finish_and_the_worker_exit_cleanly(make_server):
@@ -146,9 +146,4 @@ def test_sigterm_refuses_new_jobs_answers_runsync_callers_with_their_ids_and_req
         lost = [job_id for job_id, n in accepted.items() if bodies[job_id]["status"] != "COMPLETED" or bodies[job_id]["output"] != {"n": n}]
         assert lost == []
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGTERM)

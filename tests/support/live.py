@@ -45,6 +45,7 @@ __all__ = [
     "deployment",
     "endpoint_spec",
     "serve_process",
+    "stop_process",
     "wait_until",
 ]
 
@@ -197,6 +198,16 @@ def serve_process(config: Path, data_dir: Path) -> tuple[subprocess.Popen[str], 
 
     wait_until(up, 30, "the server answers")
     return proc, url
+
+
+def stop_process(proc: subprocess.Popen[str], sig: int, timeout_s: float = 60.0) -> None:
+    """Send `sig` (SIGTERM, SIGINT) and wait; a process that outlives `timeout_s` is killed."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class Live:
