@@ -12,10 +12,22 @@ What runs, all on this machine:
   submission until a freshly spawned worker process took the job.
 - `--repeat N` runs both N times, alternating, and reports each figure's median (the host may be
   shared: single runs move with its load), with the 1-minute load average before and after each run.
+- rate limits: a checkout with them (gpuserve/server/rate_limit.py) gets a /runsync limit too high to
+  refuse anything (Runpod's default, 2000 per 10 s, would cap the run at 200 jobs/s); the limiter
+  and the other limits still run on every request.
 - server CPU per job: the gpuserve server process's own CPU time (user + system, from /proc, worker
   processes not included) over the sequential and the throughput runs, divided by their jobs.
 - `--baseline PATH` also runs the gpuserve checkout at PATH (e.g. a `git worktree` of an earlier
   commit) in the same alternation, as a third column: before-and-after figures from one run.
+- database use per job (PostgreSQL): the CPU time of the database's server processes serving the run's
+  database (its backends, from /proc: the database runs on this machine) and the transactions it
+  counted (pg_stat_database; each autocommit statement is one), over the throughput run, per job.
+- `--store postgresql` also runs gpuserve on the PostgreSQL store in the same alternation (a fresh
+  database per run on the server GPUSERVE_TEST_POSTGRES names: `eval "$(bash scripts/postgres-setup.sh)"`),
+  reported beside gpuserve on SQLite: once with one server, once with two replicas on one database
+  (`--replicas 2`, the default; 1 skips it). With two, the leader's workers serve both; the sequential
+  calls alternate between the replicas and half the throughput clients talk to each, so half the
+  /runsync calls wait on a result another server stored (LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -90,13 +102,16 @@ def pct(values: list[float], p: float) -> float:
     return ordered[k]
 
 
-def sequential(base: str, path: str, n: int, headers: dict[str, str]) -> dict[str, float]:
-    """n /runsync calls one after another on one keep-alive connection; latencies in ms."""
+def sequential(base: str | list[str], path: str, n: int, headers: dict[str, str]) -> dict[str, float]:
+    """n /runsync calls one after another on one keep-alive connection (per server, taking turns); latencies in ms."""
     lat: list[float] = []
     delay: list[float] = []
     execution: list[float] = []
-    with httpx.Client(base_url=base, headers=headers, timeout=60) as c:
+    bases = [base] if isinstance(base, str) else base
+    clients = [httpx.Client(base_url=b, headers=headers, timeout=60) for b in bases]
+    try:
         for i in range(n + 50):
+            c = clients[i % len(clients)]
             t0 = time.perf_counter()
             r = c.post(path, json={"input": {"i": i}})
             dt = (time.perf_counter() - t0) * 1000
@@ -108,6 +123,9 @@ def sequential(base: str, path: str, n: int, headers: dict[str, str]) -> dict[st
                 if "executionTime" in body:  # gpuserve: queue wait and take-to-result, both server-side
                     delay.append(body["delayTime"])
                     execution.append(body["executionTime"])
+    finally:
+        for c in clients:
+            c.close()
     out = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "mean_ms": statistics.fmean(lat)}
     if execution:
         out["delay_p50_ms"] = pct(delay, 50)
@@ -115,43 +133,96 @@ def sequential(base: str, path: str, n: int, headers: dict[str, str]) -> dict[st
     return out
 
 
-async def _throughput(base: str, path: str, jobs: int, clients: int, headers: dict[str, str]) -> float:
+async def _throughput(base: str | list[str], path: str, jobs: int, clients: int, headers: dict[str, str]) -> float:
     # aiohttp rather than httpx here: the load generator shares the 2 cores with what it measures,
     # and aiohttp spends about a third of httpx's CPU per request.
     import aiohttp
 
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(base, headers=headers, connector=connector) as c:
+    bases = [base] if isinstance(base, str) else base
+    sessions = [
+        aiohttp.ClientSession(b, headers=headers, connector=aiohttp.TCPConnector(limit=clients)) for b in bases
+    ]
+    try:
         counter = iter(range(jobs))
 
-        async def post(i: int) -> None:
+        async def post(c: aiohttp.ClientSession, i: int) -> None:
             async with c.post(path, json={"input": {"i": i}}) as r:
                 body = await r.json()
             if body.get("status") != "COMPLETED" or body.get("output") != {"i": i}:
                 raise RuntimeError(f"bad reply: {body}")
 
-        async def client() -> None:
+        async def client(c: aiohttp.ClientSession) -> None:
             for i in counter:
-                await post(i)
+                await post(c, i)
 
-        await asyncio.gather(*(post(-1) for _ in range(clients)))
+        await asyncio.gather(*(post(sessions[k % len(sessions)], -1) for k in range(clients)))
         t0 = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
+        await asyncio.gather(*(client(sessions[k % len(sessions)]) for k in range(clients)))
         return jobs / (time.perf_counter() - t0)
+    finally:
+        for c in sessions:
+            await c.close()
 
 
-def throughput(base: str, path: str, jobs: int, clients: int, headers: dict[str, str]) -> float:
+def throughput(base: str | list[str], path: str, jobs: int, clients: int, headers: dict[str, str]) -> float:
     return asyncio.run(_throughput(base, path, jobs, clients, headers))
 
 
-def run_gpuserve(args: argparse.Namespace, work: Path, root: Path = ROOT) -> dict[str, object]:
+def fresh_database(server_url: str) -> tuple[str, str]:
+    """A new, empty database on that PostgreSQL server: (its URL, its name)."""
+    import uuid
+
+    import psycopg
+
+    name = f"gpuserve_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return server_url.rsplit("/", 1)[0] + "/" + name, name
+
+
+def database_use(url: str, known: dict[int, float] | None = None) -> tuple[float, int, dict[int, float]]:
+    """What the database's server processes have spent on `url`'s database: (CPU s of its backends, transactions
+    committed or rolled back, {backend pid: its CPU s}). With `known` (an earlier call's), a backend that was there
+    then counts from its CPU then, one started since from zero (its whole life is in between)."""
+    import psycopg
+
+    name = url.rsplit("/", 1)[1].split("?")[0]
+    with psycopg.connect(url, autocommit=True) as conn:
+        pids = [int(r[0]) for r in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)).fetchall()]
+        row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (name,)).fetchone()
+    now: dict[int, float] = {}
+    for pid in {*pids, *(known or {})}:
+        try:
+            now[pid] = cpu_s(pid)
+        except OSError:  # gone: what it spent until then
+            now[pid] = (known or {}).get(pid, 0.0)
+    spent = sum(now.values()) - sum((known or {}).get(pid, 0.0) for pid in now)
+    return (spent if known is not None else 0.0), int(row[0]) if row else 0, now
+
+
+def drop_database(server_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_gpuserve(
+    args: argparse.Namespace, work: Path, root: Path = ROOT, store: str | None = None, replicas: int = 1
+) -> dict[str, object]:
+    """One gpuserve setup measured; `replicas` servers on one store (PostgreSQL) share the load and the leader's workers."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "handler.py").write_text(HANDLER_GPUSERVE)
-    port = free_port()
+    server: dict[str, object] = {"heartbeat_interval_s": 10, **({"store": store} if store else {})}
+    if (root / "gpuserve" / "server" / "rate_limit.py").exists():
+        # Runpod's default for /runsync (2000 per 10 s, 400 at once) would cap this benchmark at
+        # 200 jobs/s: raised out of reach, so the limiter still runs on every call but refuses none.
+        server["rate_limits"] = {"runsync": {"per_10s": 10**9, "concurrent": 10**6}}
     (work / "endpoints.yaml").write_text(
         json.dumps(
             {
-                "server": {"heartbeat_interval_s": 10},
+                "server": server,
                 "api_keys": [KEY],
                 "endpoints": [
                     {
@@ -170,44 +241,67 @@ def run_gpuserve(args: argparse.Namespace, work: Path, root: Path = ROOT) -> dic
             }
         )
     )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gpuserve.cli", "serve", str(work / "endpoints.yaml"), "--port", str(port),
-         "--data-dir", str(work / "data"), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL,
-        stderr=open(work / "server.log", "wb"),
-        cwd=root,
-        # The server and the workers it spawns import gpuserve from `root`, not from the install.
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    base = f"http://127.0.0.1:{port}"
+    servers: list[subprocess.Popen[bytes]] = []
+    bases: list[str] = []
+    for r in range(replicas):
+        port = free_port()
+        servers.append(subprocess.Popen(
+            [sys.executable, "-m", "gpuserve.cli", "serve", str(work / "endpoints.yaml"), "--port", str(port),
+             "--data-dir", str(work / f"data{r or ''}"), "--log-level", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=open(work / f"server{r or ''}.log", "wb"),
+            cwd=root,
+            # The server and the workers it spawns import gpuserve from `root`, not from the install.
+            env={**os.environ, "PYTHONPATH": str(root)},
+        ))
+        bases.append(f"http://127.0.0.1:{port}")
     headers = {"Authorization": f"Bearer {KEY}"}
+
+    def idle() -> int:  # the leader's workers (each server reports those it started)
+        return sum(httpx.get(f"{b}/v2/echo/health", headers=headers).json()["workers"]["idle"] for b in bases)
+
+    def cpu() -> float:
+        return sum(cpu_s(s.pid) for s in servers)
+
     try:
-        wait_http(f"{base}/v2/echo/health", headers=headers)
+        for b in bases:
+            wait_http(f"{b}/v2/echo/health", headers=headers)
         deadline = time.monotonic() + 60
-        while httpx.get(f"{base}/v2/echo/health", headers=headers).json()["workers"]["idle"] < args.workers:
+        while idle() < args.workers:
             if time.monotonic() > deadline:
                 raise RuntimeError("workers did not become ready")
             time.sleep(0.1)
-        cold = httpx.post(f"{base}/v2/cold/runsync", json={"input": {"i": 0}}, headers=headers, timeout=60).json()
-        cpu0 = cpu_s(server.pid)
-        seq = sequential(base, "/v2/echo/runsync", args.seq, headers)
-        cpu1 = cpu_s(server.pid)
-        tput = throughput(base, "/v2/echo/runsync", args.jobs, args.clients, headers)
-        cpu2 = cpu_s(server.pid)
+        cold = httpx.post(f"{bases[0]}/v2/cold/runsync", json={"input": {"i": 0}}, headers=headers, timeout=60).json()
+        cpu0 = cpu()
+        seq = sequential(bases, "/v2/echo/runsync", args.seq, headers)
+        db0 = database_use(store) if store else None
+        cpu1 = cpu()
+        tput = throughput(bases, "/v2/echo/runsync", args.jobs, args.clients, headers)
+        cpu2 = cpu()
         # The sequential run also makes 50 warm-up calls; the throughput run `clients` warm-up calls.
-        return {
+        # Server CPU: all replicas together.
+        out: dict[str, object] = {
             **seq,
             "jobs_per_s": tput,
             "cold_start_to_first_job_ms": cold.get("delayTime"),
             "server_cpu_ms_per_job_seq": (cpu1 - cpu0) * 1000 / (args.seq + 50),
             "server_cpu_ms_per_job_tput": (cpu2 - cpu1) * 1000 / (args.jobs + args.clients),
         }
+        if store and db0 is not None:
+            time.sleep(0.6)  # PostgreSQL's statistics reach pg_stat_database within 0.5 s
+            db1 = database_use(store, db0[2])
+            n = args.jobs + args.clients
+            out["db_cpu_ms_per_job_tput"] = (db1[0] - db0[0]) * 1000 / n
+            out["db_transactions_per_job_tput"] = (db1[1] - db0[1]) / n
+        return out
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
 
 
 def run_runpod(args: argparse.Namespace, work: Path) -> dict[str, object]:
@@ -247,7 +341,19 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="run both this many times, alternating; report medians")
     ap.add_argument("--policy", default=None, help="the echo endpoint's policy (default: the Runpod scaler's, queue delay)")
     ap.add_argument("--baseline", type=Path, default=None, help="another gpuserve checkout to run in the same alternation")
+    ap.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite",
+                    help="postgresql: also run gpuserve on the PostgreSQL store (GPUSERVE_TEST_POSTGRES), beside SQLite")
+    ap.add_argument("--replicas", type=int, choices=[1, 2], default=2,
+                    help="with --store postgresql: also run two server replicas on one database (1: one server only)")
+    ap.add_argument("--synchronous-commit", choices=["on", "off"], default="on",
+                    help="PostgreSQL's synchronous_commit for the store's connections (off: like SQLite's synchronous=NORMAL)")
     args = ap.parse_args()
+    pg_server = os.environ.get("GPUSERVE_TEST_POSTGRES", "")
+    if args.store == "postgresql" and not pg_server:
+        ap.error('--store postgresql needs GPUSERVE_TEST_POSTGRES (eval "$(bash scripts/postgres-setup.sh)")')
+    runs_pg: list[dict[str, object]] = []
+    runs_pg2: list[dict[str, object]] = []
+    runs_base_pg: list[dict[str, object]] = []
     runs_ours: list[dict[str, object]] = []
     runs_theirs: list[dict[str, object]] = []
     runs_base: list[dict[str, object]] = []
@@ -259,6 +365,28 @@ def main() -> None:
             runs_theirs.append(run_runpod(args, work))
             if args.baseline is not None:
                 runs_base.append(run_gpuserve(args, work / "baseline", args.baseline.resolve()))
+            if args.store == "postgresql":
+                url, name = fresh_database(pg_server)
+                try:
+                    if args.synchronous_commit == "off":
+                        url += "?options=-c%20synchronous_commit%3Doff"
+                    runs_pg.append(run_gpuserve(args, work / "postgres", store=url))
+                finally:
+                    drop_database(pg_server, name)
+                if args.baseline is not None:  # the other checkout on PostgreSQL too (one server)
+                    url, name = fresh_database(pg_server)
+                    try:
+                        runs_base_pg.append(run_gpuserve(args, work / "baseline-pg", args.baseline.resolve(), store=url))
+                    finally:
+                        drop_database(pg_server, name)
+                if args.replicas == 2:
+                    url, name = fresh_database(pg_server)
+                    try:
+                        if args.synchronous_commit == "off":
+                            url += "?options=-c%20synchronous_commit%3Doff"
+                        runs_pg2.append(run_gpuserve(args, work / "postgres2", store=url, replicas=2))
+                    finally:
+                        drop_database(pg_server, name)
             load_after = os.getloadavg()[0]
         o, t = runs_ours[-1], runs_theirs[-1]
         print(
@@ -270,6 +398,20 @@ def main() -> None:
                 f"; baseline p50 {runs_base[-1]['p50_ms']:.2f} ms {runs_base[-1]['jobs_per_s']:.0f} jobs/s "
                 f"server CPU {runs_base[-1]['server_cpu_ms_per_job_seq']:.3f}/{runs_base[-1]['server_cpu_ms_per_job_tput']:.3f} ms/job"
                 if runs_base
+                else ""
+            )
+            + (
+                f"; postgresql p50 {runs_pg[-1]['p50_ms']:.2f} p99 {runs_pg[-1]['p99_ms']:.2f} ms "
+                f"{runs_pg[-1]['jobs_per_s']:.0f} jobs/s server CPU {runs_pg[-1]['server_cpu_ms_per_job_seq']:.3f}/"
+                f"{runs_pg[-1]['server_cpu_ms_per_job_tput']:.3f} ms/job"
+                if runs_pg
+                else ""
+            )
+            + (
+                f"; postgresql x2 p50 {runs_pg2[-1]['p50_ms']:.2f} p99 {runs_pg2[-1]['p99_ms']:.2f} ms "
+                f"{runs_pg2[-1]['jobs_per_s']:.0f} jobs/s server CPU {runs_pg2[-1]['server_cpu_ms_per_job_seq']:.3f}/"
+                f"{runs_pg2[-1]['server_cpu_ms_per_job_tput']:.3f} ms/job"
+                if runs_pg2
                 else ""
             ),
             flush=True,
@@ -300,8 +442,32 @@ def main() -> None:
         for label, key in [*rows, ("server CPU ms/job, sequential", "server_cpu_ms_per_job_seq"), ("server CPU ms/job, throughput", "server_cpu_ms_per_job_tput")]:
             a, b = float(ours[key]), float(base[key])  # type: ignore[arg-type]
             print(f"{label:34}{a:12.3f}{b:14.3f}{a / b:8.2f}")
-    print(json.dumps({"gpuserve": ours, "runpod_local": theirs, "baseline": base, "args": vars(args) | {"baseline": str(args.baseline)},
-                      "runs": {"gpuserve": runs_ours, "runpod_local": runs_theirs, "baseline": runs_base}}))
+    pg = _medians(runs_pg) if runs_pg else {}
+    if pg:
+        print(f"{'store':34}{'postgresql':>12}{'sqlite':>14}{'ratio':>8}")
+        for label, key in [*rows, ("server CPU ms/job, sequential", "server_cpu_ms_per_job_seq"), ("server CPU ms/job, throughput", "server_cpu_ms_per_job_tput")]:
+            a, b = float(pg[key]), float(ours[key])  # type: ignore[arg-type]
+            print(f"{label:34}{a:12.3f}{b:14.3f}{a / b:8.2f}")
+    base_pg = _medians(runs_base_pg) if runs_base_pg else {}
+    if base_pg:
+        print(f"{'postgresql, baseline':34}{'this':>12}{'baseline':>14}{'ratio':>8}")
+        for label, key in [*rows, ("server CPU ms/job, sequential", "server_cpu_ms_per_job_seq"), ("server CPU ms/job, throughput", "server_cpu_ms_per_job_tput")]:
+            a, b = float(pg[key]), float(base_pg[key])  # type: ignore[arg-type]
+            print(f"{label:34}{a:12.3f}{b:14.3f}{a / b:8.2f}")
+    pg2 = _medians(runs_pg2) if runs_pg2 else {}
+    if pg2:
+        print(f"{'store':34}{'pg x2':>12}{'sqlite':>14}{'ratio':>8}")
+        for label, key in [*rows, ("server CPU ms/job, sequential", "server_cpu_ms_per_job_seq"), ("server CPU ms/job, throughput", "server_cpu_ms_per_job_tput")]:
+            a, b = float(pg2[key]), float(ours[key])  # type: ignore[arg-type]
+            print(f"{label:34}{a:12.3f}{b:14.3f}{a / b:8.2f}")
+    for label, db in (("postgresql", pg), ("pg x2", pg2), ("postgresql, baseline", base_pg)):
+        if "db_cpu_ms_per_job_tput" in db:
+            print(f"{label}: the database's CPU {float(db['db_cpu_ms_per_job_tput']):.3f} ms/job and "  # type: ignore[arg-type]
+                  f"{float(db['db_transactions_per_job_tput']):.2f} transactions/job under {args.clients} clients")  # type: ignore[arg-type]
+    print(json.dumps({"gpuserve": ours, "runpod_local": theirs, "baseline": base, "postgresql": pg, "postgresql_2_replicas": pg2, "baseline_postgresql": base_pg,
+                      "args": vars(args) | {"baseline": str(args.baseline)},
+                      "runs": {"gpuserve": runs_ours, "runpod_local": runs_theirs, "baseline": runs_base, "postgresql": runs_pg,
+                               "postgresql_2_replicas": runs_pg2, "baseline_postgresql": runs_base_pg}}))
 
 
 def _medians(runs: list[dict[str, object]]) -> dict[str, object]:

@@ -6,15 +6,16 @@ live (wall clock, processes or containers, SQLite store); only the three seams d
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from gpuserve import policies
 from gpuserve.core.clock import Clock
 from gpuserve.core.errors import NotFoundError
-from gpuserve.core.guardrails import apply_guardrails
+from gpuserve.core.guardrails import apply_guardrails, clamp_to_account
 from gpuserve.core.types import (
+    COUNTED_STATES,
     EndpointSnapshot,
     EndpointSpec,
     QueueStats,
@@ -29,7 +30,11 @@ __all__ = ["Backend", "ControlStep", "Controller", "JobQueue"]
 
 
 class Backend(Protocol):
-    """Where workers live: simulated, local processes, or containers."""
+    """Where workers live: simulated, local processes, or containers.
+
+    A backend may also offer `image_cached(endpoint_id) -> bool` (a host holds the endpoint's
+    image, so extra workers may start on a spike); without it no image counts as cached.
+    """
 
     def workers(self, endpoint_id: str) -> Sequence[WorkerView]: ...
 
@@ -50,6 +55,7 @@ class ControlStep:
     decision: ScaleDecision
     action: ScaleAction
     next_wake_s: float | None
+    account_blocked: int = 0  # starts the account-wide worker limit refused in this pass
 
 
 @dataclass
@@ -87,11 +93,20 @@ class Controller:
         queue: JobQueue,
         clock: Clock,
         max_step: int | None = None,
+        account_max_workers: int | None = None,
+        account_usage: Callable[[], int] | None = None,
     ) -> None:
+        """`account_max_workers` caps workers across every endpoint (None: no cap); `account_usage`
+        counts them faster than asking the backend for each endpoint's workers (the simulator)."""
         self.backend = backend
         self.queue = queue
         self.clock = clock
         self.max_step = max_step
+        if account_max_workers is not None and account_max_workers < 0:
+            raise ValueError(f"account_max_workers cannot be negative, was {account_max_workers}")
+        self.account_max_workers = account_max_workers
+        self._account_usage = account_usage
+        self._image_cached: Callable[[str], bool] | None = getattr(backend, "image_cached", None)
         self._endpoints: dict[str, _Endpoint] = {}
         for spec in endpoints:
             self.add_endpoint(spec)
@@ -142,12 +157,28 @@ class Controller:
     def snapshot(self, endpoint_id: str, now_s: float | None = None) -> EndpointSnapshot:
         entry = self._entry(endpoint_id)
         now = self.clock.now_s() if now_s is None else now_s
+        cached = self._image_cached
         return EndpointSnapshot(
             now_s=now,
             endpoint=entry.spec,
             workers=tuple(self.backend.workers(endpoint_id)),
             queue=self.queue.stats(endpoint_id, now),
+            image_cached=bool(cached(endpoint_id)) if cached is not None and entry.spec.scaling.extra_workers else False,
         )
+
+    def account_workers(self) -> int:
+        """Workers counted against the account limit: every endpoint's, in counted states."""
+        if self._account_usage is not None:
+            return self._account_usage()
+        return sum(
+            1 for eid in self._endpoints for w in self.backend.workers(eid) if w.state in COUNTED_STATES
+        )
+
+    def _limit(self, action: ScaleAction) -> tuple[ScaleAction, int]:
+        if self.account_max_workers is None or action.start <= 0:
+            return action, 0
+        limited = clamp_to_account(action, self.account_workers(), self.account_max_workers)
+        return limited, action.start - limited.start
 
     def tick(self, now_s: float | None = None) -> list[ControlStep]:
         """Run one pass for every endpoint."""
@@ -158,11 +189,11 @@ class Controller:
         entry = self._entry(endpoint_id)
         snap = self.snapshot(endpoint_id, now_s)
         decision = entry.policy.decide(snap)
-        action = apply_guardrails(snap, decision, self.max_step)
+        action, blocked = self._limit(apply_guardrails(snap, decision, self.max_step))
         if not action.is_noop:
             self.backend.apply(entry.spec, action, snap.now_s)
         wake = next_wake_s(snap, decision, action)
-        step = ControlStep(snapshot=snap, decision=decision, action=action, next_wake_s=wake)
+        step = ControlStep(snapshot=snap, decision=decision, action=action, next_wake_s=wake, account_blocked=blocked)
         entry.next_wake_s = wake
         entry.last_step = step
         return step
@@ -178,7 +209,7 @@ class Controller:
         snap = self.snapshot(endpoint_id, now_s)
         bound = entry.policy
         decision, state = bound.policy.decide(snap, bound.params, bound.state)
-        action = apply_guardrails(snap, decision, self.max_step)
+        action, _blocked = self._limit(apply_guardrails(snap, decision, self.max_step))
         step = ControlStep(snapshot=snap, decision=decision, action=action, next_wake_s=next_wake_s(snap, decision, action))
         return step, state != bound.state
 

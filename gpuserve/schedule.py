@@ -8,7 +8,9 @@ anything. A loop (the simulator's engine, the live runtime) consults the Control
 3. at `next_wake_s` of the last pass: the decision's `wake_at_s` or the guardrails' next
    keep-alive expiry, whichever comes first;
 4. at `idle_expiry_wake_s` when a worker goes idle, so the guardrails retire it exactly
-   when its keep-alive runs out rather than at the next unrelated event.
+   when its keep-alive runs out rather than at the next unrelated event;
+5. but a wake that `idle_wake_without_pass` finds no worker due at (its worker took a job
+   since) moves on to the next expiry without a pass, for policies that promise enough.
 
 Skipping is what lets a 1e6-request trace take seconds, not minutes: with 0.9 req/s and
 a 600-s keep-alive nearly every arrival finds an idle worker, and consulting on each
@@ -26,7 +28,7 @@ from dataclasses import dataclass, replace
 from gpuserve.core.guardrails import due_time_s, next_expiry_s
 from gpuserve.core.types import EndpointSnapshot, EndpointSpec, ScaleAction, ScaleDecision
 
-__all__ = ["ConsultPlan", "consult_plan", "idle_expiry_wake_s", "must_consult_on_arrival", "next_wake_s"]
+__all__ = ["ConsultPlan", "consult_plan", "idle_expiry_wake_s", "idle_wake_without_pass", "must_consult_on_arrival", "next_wake_s"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,11 @@ class ConsultPlan:
     - `skip_arrivals_at_max`: an arrival that queues while the endpoint already has
       `max_workers` workers needs no pass.
     - `idle_expiry_wakes`: when a worker goes idle, wake at its keep-alive expiry.
-    - `min_workers`, `max_workers`, `idle_timeout_s`: the endpoint's scaling limits.
+    - `skip_idle_wakes`: a wake with nothing queued and no worker due needs no pass
+      (`idle_wake_without_pass` says when, and where the next wake goes).
+    - `min_workers`, `max_workers`, `idle_timeout_s`, `scale_to_zero_grace_s`: the endpoint's
+      scaling limits; `max_workers` includes the extra workers a spike may add (Runpod's
+      `extra_workers`).
     """
 
     tick_interval_s: float | None
@@ -49,10 +55,12 @@ class ConsultPlan:
     min_workers: int
     max_workers: int
     idle_timeout_s: float
+    skip_idle_wakes: bool = False
+    scale_to_zero_grace_s: float = 0.0
 
     def consulting_every_arrival(self) -> ConsultPlan:
-        """The same plan with both arrival skips off (the simulator's `consult_on_arrival: always`)."""
-        return replace(self, skip_served_arrivals=False, skip_arrivals_at_max=False)
+        """The same plan with every skip off (the simulator's `consult_on_arrival: always`)."""
+        return replace(self, skip_served_arrivals=False, skip_arrivals_at_max=False, skip_idle_wakes=False)
 
 
 def consult_plan(
@@ -83,6 +91,12 @@ def consult_plan(
       arrival skips; its records then differ from consulting on every arrival by design.
     """
     ticked = observes_on_tick and tick_interval_s is not None
+    lb = spec.load_balancing
+    if lb is not None and lb.max_concurrency > lb.concurrency_target:
+        # The sizing promise counts concurrency_per_worker slots a worker; a load-balancing
+        # worker takes up to max_concurrency, beyond its target, so demand that fits the
+        # ready workers can still ask for more of them: served arrivals must be shown.
+        sized_by_demand = False
     scaling = spec.scaling
     return ConsultPlan(
         tick_interval_s=tick_interval_s,
@@ -94,8 +108,13 @@ def consult_plan(
         # it at 10.5 s, and only a wake at 10.0 s makes skipping that arrival change nothing.
         idle_expiry_wakes=tick_interval_s is None or sized_by_demand,
         min_workers=scaling.min_workers,
-        max_workers=scaling.max_workers,
+        # Extra workers start above max_workers on a spike: only past them can no pass start one.
+        max_workers=scaling.max_workers + scaling.extra_workers,
         idle_timeout_s=scaling.idle_timeout_s,
+        # Both promises, not a tick's: a stateless policy that asks for no wake and never more
+        # than demand needs makes a pass with nothing queued and nobody due a no-op.
+        skip_idle_wakes=sized_by_demand and stateless_no_wake,
+        scale_to_zero_grace_s=scaling.scale_to_zero_grace_s,
     )
 
 
@@ -161,6 +180,39 @@ def idle_expiry_wake_s(
     if not plan.idle_expiry_wakes or workers <= plan.min_workers:
         return None
     return due_time_s(idle_since_s, plan.idle_timeout_s if keep_alive_s is None else keep_alive_s)
+
+
+def idle_wake_without_pass(
+    plan: ConsultPlan, now_s: float, workers: int, oldest_idle_since_s: float | None, keep_alive_s: float | None
+) -> tuple[bool, float | None]:
+    """At a wake with nothing queued and no THROTTLED worker: (skip the pass?, the next wake if so).
+
+    `workers` counts the endpoint's workers, `oldest_idle_since_s` is the earliest
+    `idle_since_s` of its IDLE workers (None: none is idle), `keep_alive_s` the last
+    decision's (None: the idle timeout). A wake at 600 s for a worker idle since 0 s that took
+    a job at 300 s and has been idle again since 400 s finds nobody due: no pass, next wake
+    at 1000 s.
+
+    Why that equals a pass, under the plan's `skip_idle_wakes` (sized by demand, stateless,
+    no wake): with nothing queued the policy asks for at most the workers there are, so the
+    guardrails start none (at or above min_workers; a spike's extra target never exceeds
+    what demand needs) and can only stop IDLE workers past their keep-alive, the longest
+    idle first; if that one is not due, nobody is. The policy's state and keep-alive stay as
+    they were, and the pass's next wake would be `next_expiry_s`: the oldest idle worker's
+    due time, with the scale-to-zero grace when it is the last worker, none at or below
+    min_workers.
+    """
+    if not plan.skip_idle_wakes or workers < plan.min_workers:
+        return False, None
+    if workers <= plan.min_workers or oldest_idle_since_s is None:
+        return True, None
+    after_s = plan.idle_timeout_s if keep_alive_s is None else keep_alive_s
+    if workers == 1:
+        after_s += plan.scale_to_zero_grace_s
+    due_s = due_time_s(oldest_idle_since_s, after_s)
+    if now_s >= due_s:
+        return False, None  # someone is due: the pass retires it
+    return True, due_s
 
 
 def next_wake_s(snapshot: EndpointSnapshot, decision: ScaleDecision, action: ScaleAction) -> float | None:

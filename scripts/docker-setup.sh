@@ -10,6 +10,9 @@
 #                               made on this host; rebuilt only when gpuserve's sources change (the hash
 #                               and the build context come from gpuserve.backends.docker_images, the
 #                               same code `gpuserve build` runs)
+#   5. gpuserve/worker-runpod:latest  FROM gpuserve/worker, plus the runpod SDK (the version pyproject.toml pins,
+#                               wheels made on this host): the image of the tests' runpod-SDK containers;
+#                               rebuilt only when that version changes
 # Environment: DOCKER_WAIT_S (default 60), DOCKERD_LOG (default /tmp/gpuserve-dockerd.log), PYTHON (host python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,5 +87,25 @@ else
     rm -rf "$ctx"
     trap - EXIT
     log "$WORKER_IMAGE built"
+fi
+# 5. runpod-SDK worker image (tests/backends/test_docker_watchdog.py): the runpod version pyproject.toml pins.
+RUNPOD_IMAGE=gpuserve/worker-runpod:latest
+runpod_req=$(grep -o '"runpod==[^"]*"' pyproject.toml | head -n 1 | tr -d '"')
+[[ -n "$runpod_req" ]] || die "pyproject.toml pins no runpod version"
+have_req=$(docker image inspect -f '{{index .Config.Labels "gpuserve.runpod"}}' "$RUNPOD_IMAGE" 2>/dev/null || true)
+if [[ "$have_req" == "$runpod_req" ]]; then
+    log "$RUNPOD_IMAGE ($runpod_req) present, reused"
+else
+    ctx=$(mktemp -d /tmp/gpuserve-runpod-ctx.XXXXXX)
+    trap 'rm -rf "$ctx"' EXIT
+    log "building $RUNPOD_IMAGE ($runpod_req, about a minute)"
+    "$PYTHON" -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp \
+        --platform manylinux2014_x86_64 -d "$ctx/wheels" "$runpod_req" || die "pip download $runpod_req failed"
+    printf 'FROM %s\nCOPY wheels /tmp/wheels\nRUN pip install --no-cache-dir --no-index --find-links /tmp/wheels %s && rm -rf /tmp/wheels\n' \
+        "$WORKER_IMAGE" "$runpod_req" >"$ctx/Dockerfile"
+    DOCKER_BUILDKIT=0 docker build -q --label "gpuserve.runpod=$runpod_req" -t "$RUNPOD_IMAGE" "$ctx" >/dev/null
+    rm -rf "$ctx"
+    trap - EXIT
+    log "$RUNPOD_IMAGE built"
 fi
 log "ready"

@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from gpuserve.live.deployment import Deployment
 
-__all__ = ["worker_env"]
+__all__ = ["INHERITED_ENV", "free_port", "inherited_env", "lb_ports", "worker_capacity", "worker_env"]
+
+# The only variables of the server's own environment a worker process inherits: what a process
+# needs to run, find its libraries and GPUs and the SDK, and the SDKs' log settings. Nothing else
+# (cloud credentials, database URLs, the server's keys) reaches a handler; an endpoint that needs
+# more lists it in its `env`, which is added on top.
+INHERITED_ENV = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",  # where the SDK is found when it is not installed (a source checkout)
+        "LD_LIBRARY_PATH",  # CUDA and cuDNN libraries on many hosts
+        "CUDA_VISIBLE_DEVICES",
+        "CUDA_DEVICE_ORDER",
+        "NVIDIA_VISIBLE_DEVICES",
+        "NVIDIA_DRIVER_CAPABILITIES",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "RUNPOD_DEBUG_LEVEL",
+        "RUNPOD_LOG_LEVEL",
+        "GPUSERVE_WORKER_HTTP",
+    }
+)
+INHERITED_PREFIXES = ("LC_",)  # locale categories
+
+
+def inherited_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of `environ` (the server's) that workers inherit: INHERITED_ENV and LC_*."""
+    return {k: v for k, v in environ.items() if k in INHERITED_ENV or k.startswith(INHERITED_PREFIXES)}
 
 
 def worker_env(
@@ -45,3 +81,23 @@ def worker_env(
         }
     )
     return env
+
+
+def free_port() -> int:
+    """A free local TCP port (the OS picks; the worker binds it moments later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def lb_ports(deployment: Deployment) -> tuple[int, int]:
+    """(PORT, PORT_HEALTH) for a load-balancing worker on this host's network: free ports, one unless they differ."""
+    port = free_port()
+    return port, port if deployment.port_health in (None, deployment.port) else free_port()
+
+
+def worker_capacity(deployment: Deployment) -> int:
+    """Slots a worker shows the controller: a load-balancing worker's concurrency target, else its concurrency."""
+    lb = deployment.spec.load_balancing
+    return lb.concurrency_target if lb is not None else deployment.spec.concurrency_per_worker

@@ -7,10 +7,16 @@ server calls on its event loop, never block it):
         | yes: a retained container of this version?  yes --> unpause (or start) = flash boot
         | no
         v
+    [pull the image unless present] -- fails --> UNHEALTHY with the reason (kept visible a while)
+        |                                        and the endpoint's next start backs off
+        v
     create -> start -> [runtime init: interpreter, SDK, handler module, model load] -> first job-take
     apply(stop) -> draining -> (no job in flight) -> pause (or stop), kept `retention_s` -> removed
-    configure(new version) -> OUTDATED -> (its job done) -> stopped and removed; the controller
-                              starts replacements on the new image because OUTDATED ones do not count
+    configure(new version) -> new workers on the new image; the runtime's rolling update marks
+                              running ones OUTDATED one by one (recycle) -> (its job done) -> removed
+
+A load-balancing worker (the user's HTTP server) runs the same way on the host network, told a
+free host port in PORT / PORT_HEALTH; the server's health polls (live/lb_health.py) make it ready.
 
 A retained worker stays in the registry (draining, so the server hands it nothing) but is
 hidden from `workers()`; a revival clears the drain. That matters for pause: the frozen
@@ -25,16 +31,15 @@ removes everything else in its namespace: nothing leaks, nothing runs twice.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,21 +48,27 @@ try:  # the docker extra; without it the module still imports, and docker_client
     from docker.errors import NotFound
     from docker.models.containers import Container
     from docker.models.volumes import Volume
-    from docker.types import DeviceRequest
 except ImportError:
     _SDK_MISSING: str | None = "the docker SDK is not installed: pip install 'gpuserve[docker]'"
 else:
     _SDK_MISSING = None
 
-from gpuserve.backends.base import worker_env
+from gpuserve.backends.base import lb_ports, worker_capacity, worker_env
+from gpuserve.backends.container_spec import MANAGED, NAMESPACE, container_kwargs, namespace_for
+from gpuserve.backends.docker_logs import ContainerLogReader, TextLogReader
+from gpuserve.backends.docker_supervise import WATCHDOG_INTERVALS, reap_stopped, with_watchdog
+from gpuserve.backends.images import ImageError, ensure_image
 from gpuserve.core.backoff import Backoff
+from gpuserve.core.crashslots import CrashSlots
 from gpuserve.core.errors import ConfigError, NotFoundError
-from gpuserve.core.startup import ColdStartRecord, StartKind, StartReport
+from gpuserve.core.startup import ColdStartRecord, PullProgress, StartKind, StartReport
 from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerView
 from gpuserve.gpu import GpuStats, HostInventory, inventory
 from gpuserve.live.clock import SteadyClock
 from gpuserve.live.deployment import Deployment
 from gpuserve.live.registry import WorkerRegistry
+from gpuserve.live.worker_ops import MAX_EXEC_OUTPUT_BYTES, ExecResult, LogReader
+from gpuserve.store.base import WorkerRecord
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -74,17 +85,17 @@ __all__ = [
 log = logging.getLogger("gpuserve.docker")
 COLD_STARTS_KEPT = 1000  # start records kept for calibrate and the benchmarks, newest last
 
-MANAGED = "gpuserve.managed"
-NAMESPACE = "gpuserve.namespace"
 DEFAULT_IMAGE = "gpuserve/worker:latest"
-COLD_START_DIR = "/run/gpuserve"  # inside the container: where the SDK writes its start-up instants
-HOST_CACHE_MOUNT = "/models"
-VOLUME_MOUNT = "/runpod-volume"  # Runpod's network-volume path, so handlers written for it work unchanged
-HANDLER_MOUNT = "/app"
 
 FlashMode = Literal["pause", "stop"]
-Phase = Literal["pending", "throttled", "up", "retiring", "outdated", "retained", "gone"]
+Phase = Literal["pending", "throttled", "up", "retiring", "outdated", "retained", "failed", "gone"]
+# A worker that failed to start or crashed stays listed UNHEALTHY, with its reason, this long:
+# `gpuserve endpoints`, /health and the waiting jobs see why (as the process backend keeps its crashed ones).
+FAILED_LINGER_S = 30.0
 HIDDEN: frozenset[str] = frozenset({"retiring", "retained", "gone"})
+# How often the watch thread looks up which endpoint images the engine holds (`image_cached`):
+# an image removed by hand (docker rmi) stops counting as cached within this many seconds.
+IMAGE_CHECK_S = 2.0
 
 
 class DockerUnavailableError(RuntimeError):
@@ -138,18 +149,21 @@ class _Worker:
     busy: bool = False  # a Docker call for it is on the pool
     op_id: int = 0  # which pool call owns `busy` (a call may hand the worker over before it returns)
     last_logs: str = ""
+    port: int | None = None  # a load-balancing worker: its server's PORT and PORT_HEALTH on the host network
+    port_health: int | None = None
+    failed_s: float | None = None  # when it became UNHEALTHY (phase "failed")
+    slot_streak: int = 0  # crashes in a row of the slot it fills, 0 once it took a job (core/crashslots.py)
 
 
 @dataclass
 class _Endpoint:
     deployment: Deployment
-    crash_streak: int = 0
-    next_start_not_before_s: float = 0.0
+    slots: CrashSlots = field(default_factory=lambda: CrashSlots(CRASH_BACKOFF))  # empty slots of crashed workers
 
 
-# A worker that dies on start must not spin the host: its endpoint's next start waits 0.5, 1, 2,
-# 4 ... s after 1, 2, 3, 4 ... crashes in a row, capped at 30 s (reached after 7).
-CRASH_BACKOFF = Backoff(0.5, factor=2.0, max_s=30.0)
+# A worker that dies on start must not spin the host: its slot's replacement waits 0.5, 1, 2,
+# 4 ... s after 1, 2, 3, 4 ... crashes in a row, capped at 30 s (reached after 7); other starts wait nothing.
+CRASH_BACKOFF: Backoff = Backoff(0.5, factor=2.0, max_s=30.0)
 
 
 class DockerBackend:
@@ -172,6 +186,7 @@ class DockerBackend:
         keep_workers_on_shutdown: bool = False,
         default_image: str = DEFAULT_IMAGE,
         now: Callable[[], float] | None = None,
+        watchdog_intervals: int = WATCHDOG_INTERVALS,
     ) -> None:
         if flash_mode not in ("pause", "stop"):
             raise ValueError(f"flash_mode must be 'pause' or 'stop', was {flash_mode!r}")
@@ -187,6 +202,8 @@ class DockerBackend:
         self.stop_timeout_s = stop_timeout_s
         self.keep_workers_on_shutdown = keep_workers_on_shutdown
         self.default_image = default_image
+        # A worker whose server is unreachable this many ping intervals in a row ends (0: never; docker_supervise.py).
+        self.watchdog_intervals = watchdog_intervals
         self._now = now or SteadyClock().now_s  # the platform passes its clock; standalone, a steady one
         self.gpus = gpus if gpus is not None else HostInventory(inventory())
         if not self.gpus.gpus:
@@ -209,6 +226,11 @@ class DockerBackend:
         self._seq = 0
         self._closed = False
         self._last_telemetry_s = 0.0
+        # Image ref -> the engine held it at the last look. `image_cached` answers from here (the
+        # Controller asks on the event loop); the watch thread and every finished pull update it.
+        self._images_held: dict[str, bool] = {}
+        self._images_checked_s = -IMAGE_CHECK_S
+        reap_stopped(self.client, namespace)  # what a server that is gone left stopped: never adoptable
         # Containers left by an earlier server in this namespace: adopted when their endpoint is
         # configured with the same version, removed otherwise (or after the grace period).
         self._orphans: dict[str, Container] = {c.id: c for c in managed_containers(self.client, namespace) if c.id}
@@ -224,8 +246,17 @@ class DockerBackend:
             hidden = {w.worker_id for w in self._workers.values() if w.phase in HIDDEN}
         return [v for v in self.registry.views(endpoint_id) if v.worker_id not in hidden]
 
+    def image_cached(self, endpoint_id: str) -> bool:
+        """The engine holds the endpoint's image (`docker images`), so a start needs no pull: extra workers may start."""
+        with self._lock:
+            entry = self._endpoints.get(endpoint_id)
+            return entry is not None and self._images_held.get(self._image_of(entry.deployment), False)
+
     def configure(self, deployment: Deployment) -> None:
         _validate(deployment)
+        # Looked up off the loop; until the answer comes the image counts as not cached (no extras).
+        if not self._closed:
+            self._watch.submit(self._check_images, [self._image_of(deployment)])
         eid = deployment.endpoint_id
         with self._lock:
             current = self._endpoints.get(eid)
@@ -242,9 +273,10 @@ class DockerBackend:
                     continue
                 if w.phase == "throttled":
                     w.version = deployment.version  # it has no container yet: it starts on the new one
-                elif w.phase in ("up", "pending"):
+                elif w.phase == "pending":  # not serving yet: replaced at once
                     w.phase = "outdated"
                     self.registry.set_state(w.worker_id, WorkerState.OUTDATED, self._now())
+                # "up" ones keep serving until the runtime's rolling update retires them (recycle)
                 elif w.phase == "retained":
                     self._submit(w, self._remove_container, "outdated while retained")
 
@@ -291,6 +323,8 @@ class DockerBackend:
                 assert w.retained_since_s is not None
                 if now - w.retained_since_s >= self.retention_s:
                     self._submit(w, self._remove_container, "retention window over")
+            elif w.phase == "failed" and w.failed_s is not None and now - w.failed_s >= FAILED_LINGER_S:
+                self._forget(w)
 
     def recycle(self, worker_id: str) -> None:
         """stopPod / refresh_worker: replace this worker (no flash boot) once its jobs end."""
@@ -299,6 +333,11 @@ class DockerBackend:
             if w is not None and w.phase in ("up", "pending"):
                 w.phase = "outdated"
                 self.registry.set_draining(worker_id, True)
+
+    def adopt(self, record: WorkerRecord, now_s: float) -> bool:
+        """Not yet: a container another server started keeps running while its server URL answers, but
+        this backend only manages the containers of its own namespace (README, "Past one machine")."""
+        return False
 
     def cold_start(self, worker_id: str) -> ColdStartRecord | None:
         """The newest start record of a worker, or None: its start in progress (phases so far), else its last one."""
@@ -324,6 +363,34 @@ class DockerBackend:
             return w.last_logs
         text: str = raw.decode(errors="replace")
         return text
+
+    def open_log(self, worker_id: str, *, tail_lines: int, since_wall_s: float | None, follow: bool) -> LogReader:
+        with self._lock:
+            w = self._workers.get(worker_id)
+            gone = self._gone_logs.get(worker_id)
+        if w is None or w.container_id is None:
+            if w is None and gone is None:
+                raise NotFoundError(f"worker {worker_id!r} is not known to the docker backend")
+            return TextLogReader((gone if w is None else w.last_logs) or "")
+        try:
+            container = self.client.containers.get(w.container_id)
+            return ContainerLogReader(container, tail_lines=tail_lines, since_wall_s=since_wall_s, follow=follow)
+        except NotFound:
+            return TextLogReader(w.last_logs)
+
+    def exec(self, worker_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult:
+        """`docker exec` in the worker's container (no timeout of its own: the engine API has none)."""
+        with self._lock:
+            w = self._workers.get(worker_id)
+            container_id = w.container_id if w is not None and w.phase in ("up", "outdated", "retiring") else None
+        if container_id is None:
+            raise NotFoundError(f"no running container for worker {worker_id!r}")
+        try:
+            code, out = self.client.containers.get(container_id).exec_run(list(argv), stdout=True, stderr=True)
+        except NotFound:
+            raise NotFoundError(f"the container of worker {worker_id!r} is gone") from None
+        output = out if isinstance(out, bytes) else b""  # not a stream: exec_run(stream=False)
+        return ExecResult(code, output[:MAX_EXEC_OUTPUT_BYTES], len(output) > MAX_EXEC_OUTPUT_BYTES)
 
     def shutdown(self) -> None:
         """Remove every container of this namespace and the volumes this backend created.
@@ -428,18 +495,20 @@ class DockerBackend:
             self._seq += 1
             worker_id = f"{spec.endpoint_id}-{os.urandom(3).hex()}{self._seq}"
             gpu_ids = self._allocate(worker_id, dep)
-            token = self.registry.add(
-                worker_id, spec.endpoint_id, now, spec.concurrency_per_worker, dep.version, gpu_ids or ()
-            )
+            token = self.registry.add(worker_id, spec.endpoint_id, now, worker_capacity(dep), dep.version, gpu_ids or ())
             w = _Worker(worker_id, spec.endpoint_id, dep.version, token, "pending", gpu_ids or ())
             self._workers[worker_id] = w
+            if dep.spec.is_load_balancer:  # host networking: each worker's server on its own free port
+                w.port, w.port_health = lb_ports(dep)
+                self._set_upstream(w, dep)
             if gpu_ids is None:
                 w.phase = "throttled"
                 self.registry.set_state(worker_id, WorkerState.THROTTLED, now)
                 log.info("worker %s THROTTLED: no free %s x%d", worker_id, dep.spec.gpu_type, dep.spec.gpus_needed)
                 return
             w.record = ColdStartRecord(worker_id, spec.endpoint_id, "cold", now, gpu_ids=w.gpu_ids)
-            delay_s = max(0.0, self._endpoints[spec.endpoint_id].next_start_not_before_s - now)
+            slot = self._endpoints[spec.endpoint_id].slots.claim(now)
+            w.slot_streak, delay_s = slot.streak, slot.wait_s(now)
         self._submit(w, lambda w: self._cold_start(w, delay_s), "cold start")
 
     def _allocate(self, worker_id: str, dep: Deployment) -> tuple[int, ...] | None:
@@ -469,6 +538,11 @@ class DockerBackend:
             w.record = ColdStartRecord(w.worker_id, w.endpoint_id, "cold", now, gpu_ids=got)
         self._submit(w, lambda w: self._cold_start(w, 0.0), "cold start after throttling")
 
+    def _set_upstream(self, w: _Worker, dep: Deployment) -> None:
+        self.registry.set_upstream(
+            w.worker_id, f"http://127.0.0.1:{w.port}", f"http://127.0.0.1:{w.port_health}{dep.health_path}"
+        )
+
     def _container_kwargs(self, w: _Worker, dep: Deployment) -> dict[str, Any]:
         gpu_label = "cpu"
         if w.gpu_ids:
@@ -476,59 +550,11 @@ class DockerBackend:
             gpu_label = names.get(w.gpu_ids[0], dep.spec.gpu_type or "gpu")
         env = worker_env(dep, w.worker_id, w.token, self.server_url, gpu_label, self.ping_interval_ms)
         env["GPUSERVE_SPAWN_WALL_S"] = repr(self._now())
-        env["GPUSERVE_COLD_START_FILE"] = f"{COLD_START_DIR}/{w.worker_id}.json"
-        volumes: dict[str, dict[str, str]] = {str(self.state_dir / "coldstart"): {"bind": COLD_START_DIR, "mode": "rw"}}
-        command: list[str] | None = None
-        workdir = dep.workdir
-        if dep.handler_path:
-            handler = Path(dep.handler_path)
-            if handler.is_file():  # a host file: mount its folder; otherwise a path inside the image
-                volumes[str(handler.resolve().parent)] = {"bind": HANDLER_MOUNT, "mode": "ro"}
-                command = ["python", "-u", f"{HANDLER_MOUNT}/{handler.name}"]
-                workdir = HANDLER_MOUNT
-            else:
-                command = ["python", "-u", dep.handler_path]
-        if dep.model_source == "host_cache":
-            if not dep.model_path:
-                raise ConfigError("model_path", dep.model_path, "must name a host folder for model_source 'host_cache'")
-            volumes[str(Path(dep.model_path).resolve())] = {"bind": HOST_CACHE_MOUNT, "mode": "ro"}
-            env.setdefault("MODEL_PATH", HOST_CACHE_MOUNT)
-        elif dep.model_source == "volume":
-            if not dep.model_path:
-                raise ConfigError("model_path", dep.model_path, "must name a Docker volume for model_source 'volume'")
-            self.ensure_volume(dep.model_path)
-            volumes[dep.model_path] = {"bind": VOLUME_MOUNT, "mode": "rw"}
-            env.setdefault("MODEL_PATH", VOLUME_MOUNT)
-        kwargs: dict[str, Any] = {
-            "image": dep.image or self.default_image,
-            "command": command,
-            "name": f"gpuserve-{self.namespace}-{w.worker_id}",
-            "environment": env,
-            "labels": {
-                MANAGED: "true",
-                NAMESPACE: self.namespace,
-                "gpuserve.endpoint": w.endpoint_id,
-                "gpuserve.worker": w.worker_id,
-                "gpuserve.version": w.version,
-                "gpuserve.gpus": ",".join(str(i) for i in w.gpu_ids),
-            },
-            "network_mode": "host",
-            "volumes": volumes,
-            "working_dir": workdir,
-            "detach": True,
-            "init": True,  # docker-init as PID 1: SIGTERM reaches the SDK, zombies are reaped
-        }
-        if dep.cpu_limit is not None:
-            kwargs["nano_cpus"] = int(dep.cpu_limit * 1e9)
-        if dep.memory_limit_mib is not None:
-            kwargs["mem_limit"] = f"{dep.memory_limit_mib}m"
-        if w.gpu_ids:
-            kwargs["device_requests"] = [
-                DeviceRequest(
-                    driver="nvidia", device_ids=[str(i) for i in w.gpu_ids], capabilities=[["gpu"]]
-                )
-            ]
-        return kwargs
+        return container_kwargs(
+            dep, w.worker_id, w.version, env, image=self._image_of(dep), namespace=self.namespace,
+            cold_start_dir=self.state_dir / "coldstart", ensure_volume=self.ensure_volume, gpu_ids=w.gpu_ids,
+            port=w.port, port_health=w.port_health,
+        )
 
     def _cold_start(self, w: _Worker, delay_s: float) -> None:
         if delay_s > 0:
@@ -539,6 +565,14 @@ class DockerBackend:
                 return
             kwargs = self._container_kwargs(w, self._deployment(w.endpoint_id))
         assert w.record is not None
+        try:
+            self._pull(w, str(kwargs["image"]))
+        except ImageError as exc:
+            w.last_logs = f"{exc}\n"
+            self._crashed(w, exc.reason)
+            return
+        # Under the watchdog that ends it once this server is gone (the image's command is read: pulled by now).
+        kwargs = with_watchdog(kwargs, self.client, self.server_url, self.ping_interval_ms / 1000.0, self.watchdog_intervals)
         t0 = self._now()
         try:
             container = self.client.containers.create(**kwargs)
@@ -562,6 +596,26 @@ class DockerBackend:
                 w.phase = "up"
             # retiring or outdated meanwhile: poll() parks or removes it once it has no job
 
+    def _pull(self, w: _Worker, image: str) -> None:
+        """Pull the worker's image unless the engine holds it; its layers and bytes go into the start record as they come."""
+
+        def progress(p: PullProgress) -> None:
+            with self._lock:
+                if w.record is not None:
+                    w.record = replace(w.record, pull=p)
+
+        t0 = self._now()
+        done = ensure_image(self.client, image, progress)
+        with self._lock:
+            self._images_held[image] = True  # present or pulled: the next starts need no pull
+        if done is not None:
+            pull_s = self._now() - t0
+            log.info("worker %s: pulled %s in %.3f s (%d of %d layers downloaded, %d bytes)",
+                     w.worker_id, image, pull_s, done.layers_total - done.layers_cached, done.layers_total, done.bytes_done)
+            with self._lock:
+                if w.record is not None:
+                    w.record = replace(w.record, pull=done, pull_s=pull_s)
+
     # -- stopping ------------------------------------------------------------------------------
 
     def _keeps(self, w: _Worker) -> bool:
@@ -576,7 +630,7 @@ class DockerBackend:
             w = self._workers.get(worker_id)
             if w is None or w.phase in ("retiring", "retained", "gone"):
                 return
-            if w.phase == "throttled":
+            if w.phase in ("throttled", "failed"):
                 self._forget(w)
                 return
             if w.phase == "pending" and w.container_id is None and not w.busy:
@@ -630,10 +684,12 @@ class DockerBackend:
                 self._submit(w, self._remove_container, "its GPUs went to another worker")
                 return False
         if not w.paused:  # a fresh process: a fresh registry entry (see _park)
-            self.registry.add(w.worker_id, w.endpoint_id, now, dep.spec.concurrency_per_worker, w.version, w.gpu_ids, token=w.token)
+            self.registry.add(w.worker_id, w.endpoint_id, now, worker_capacity(dep), w.version, w.gpu_ids, token=w.token)
+            if w.port is not None:
+                self._set_upstream(w, dep)
         # Back to a fresh start in the registry: INITIALIZING until its next job-take, heard from now
         # (a paused process misses heartbeats), and no longer draining.
-        if not self.registry.revive(w.worker_id, now, dep.spec.concurrency_per_worker, w.token):
+        if not self.registry.revive(w.worker_id, now, worker_capacity(dep), w.token, restarted=not w.paused):
             # removed by someone else: cannot be revived under its token
             self._submit(w, self._remove_container, "no longer registered")
             return False
@@ -693,21 +749,39 @@ class DockerBackend:
                 self._gone_logs.pop(next(iter(self._gone_logs)))
 
     def _crashed(self, w: _Worker, why: str) -> None:
-        """A container failed or died: keep its logs, remove it, back off the endpoint's next start."""
+        """A container failed or died: keep its logs, remove it, back off its slot's replacement.
+
+        A worker that was starting or serving stays listed UNHEALTHY with the reason (an exit code,
+        an image that cannot be pulled) for FAILED_LINGER_S; one on its way out is simply forgotten.
+        """
         log.warning("worker %s lost: %s", w.worker_id, why)
         with self._lock:
             entry = self._endpoints.get(w.endpoint_id)
-            if entry is not None and w.phase in ("pending", "up"):
-                entry.crash_streak += 1
-                entry.next_start_not_before_s = self._now() + CRASH_BACKOFF.delay_s(entry.crash_streak)
+            crashed = w.phase in ("pending", "up")
+            if entry is not None and crashed:
+                entry.slots.crashed(w.slot_streak, 0.0, self._now())
         if w.container_id is not None:
             try:
                 container = self.client.containers.get(w.container_id)
                 w.last_logs = container.logs(tail=200).decode(errors="replace")
+                code = container.attrs.get("State", {}).get("ExitCode")
+                if why.startswith("container ") and isinstance(code, int) and container.status in ("exited", "dead"):
+                    why = f"exited with code {code}"
                 container.remove(force=True)
             except Exception:
                 pass
-        self._forget(w)
+        if not crashed:
+            self._forget(w)
+            return
+        with self._lock:
+            if w.phase == "gone":
+                return
+            w.phase = "failed"
+            w.failed_s = self._now()
+            w.container_id = None
+            self.gpus.release(w.worker_id)
+            # Jobs it still held are requeued by the runtime's next pass (UNHEALTHY and holding jobs).
+            self.registry.set_state(w.worker_id, WorkerState.UNHEALTHY, w.failed_s, reason=why)
 
     # -- observation -------------------------------------------------------------------------
 
@@ -731,6 +805,31 @@ class DockerBackend:
         states = {c.id: str(c.attrs.get("State", "")) for c in listing if c.id}
         with self._lock:
             self._states, self._states_at_s = states, t0
+            refs = {self._image_of(e.deployment) for e in self._endpoints.values()}
+            due = t0 - self._images_checked_s >= IMAGE_CHECK_S
+        if due:
+            self._images_checked_s = t0
+            self._check_images(refs)
+
+    def _image_of(self, dep: Deployment) -> str:
+        """The image an endpoint's containers run: its own, else the worker image its handler is mounted into."""
+        return dep.image or self.default_image
+
+    def _check_images(self, refs: Iterable[str]) -> None:
+        """Which of these images the engine holds now (the watch thread's job; one local lookup each)."""
+        held: dict[str, bool] = {}
+        for ref in refs:
+            try:
+                self.client.images.get(ref)
+            except NotFound:
+                held[ref] = False
+            except Exception as exc:  # the engine did not answer: claim nothing
+                log.debug("docker: looking up image %s failed: %s", ref, exc)
+                held[ref] = False
+            else:
+                held[ref] = True
+        with self._lock:
+            self._images_held.update(held)
 
     def _note_first_take(self, w: _Worker) -> None:
         rec = w.record
@@ -739,15 +838,19 @@ class DockerBackend:
         live = self.registry.get(w.worker_id)
         if live is None or live.first_take_s is None:
             return
-        with self._lock:
-            entry = self._endpoints.get(w.endpoint_id)
-            if entry is not None:
-                entry.crash_streak = 0
+        w.slot_streak = 0  # it took a job: its slot is healthy again
         ready_s = max(live.first_take_s, w.started_wall_s)
         # A paused process does not start again, so it writes no new report.
         report = self._read_report(w.worker_id) if rec.kind != "flash_unpause" else None
         # A report older than this start (a revived stopped container left its first one) says nothing.
-        if report is not None and report.start_called_wall_s >= w.started_wall_s - 0.05:
+        if live.upstream_url is not None:  # load-balancing: start -> first 204 -> first 200 (Runpod's cold start)
+            first_204 = live.first_initializing_s
+            rec = replace(
+                rec,
+                runtime_init_s=None if first_204 is None else max(0.0, first_204 - w.started_wall_s),
+                first_take_s=None if first_204 is None else max(0.0, live.first_take_s - first_204),
+            )
+        elif report is not None and report.start_called_wall_s >= w.started_wall_s - 0.05:
             start_called = report.start_called_wall_s
             rec = replace(
                 rec,
@@ -802,10 +905,14 @@ class DockerBackend:
                 continue
             now = self._now()
             # The container keeps polling with the token it was given.
-            self.registry.add(worker_id, dep.endpoint_id, now, dep.spec.concurrency_per_worker, dep.version, gpu_ids, token=token)
+            self.registry.add(worker_id, dep.endpoint_id, now, worker_capacity(dep), dep.version, gpu_ids, token=token)
             w = _Worker(worker_id, dep.endpoint_id, dep.version, token, "up", gpu_ids, c.id)
             w.started_wall_s = now
             self._workers[worker_id] = w
+            if dep.spec.is_load_balancer and env.get("PORT", "").isdigit():  # its server keeps its port
+                w.port = int(env["PORT"])
+                w.port_health = int(env.get("PORT_HEALTH") or w.port)
+                self._set_upstream(w, dep)
             log.info("adopted running container %s as worker %s", c.name, worker_id)
 
     def _reap_orphans(self, now: float) -> None:
@@ -865,7 +972,7 @@ class DockerBackend:
 
 def _validate(dep: Deployment) -> None:
     """Reject what could only fail later, on the pool, where nobody sees the error."""
-    if dep.image is None and dep.handler_path is None:
+    if dep.image is None and dep.handler_path is None and not dep.spec.is_load_balancer:
         raise ConfigError("image", None, f"or handler is required for endpoint {dep.endpoint_id!r}")
     if dep.model_source == "host_cache":
         if not dep.model_path or not Path(dep.model_path).is_dir():
@@ -883,11 +990,6 @@ def _force_remove(container: Container) -> None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def namespace_for(data_dir: Path) -> str:
-    """The container namespace of the server whose data directory this is: "dd-" + 12 hex digits of its path."""
-    return "dd-" + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
 
 
 def docker_backend_factory(**options: Any) -> Callable[..., DockerBackend]:

@@ -92,11 +92,28 @@ def calibrate(
     backend: Annotated[str, typer.Option("--backend", help="process or docker")] = "process",
     out: Annotated[Path | None, typer.Option("--out", help="profile file (default scenarios/profiles/<backend>-host.yaml)")] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="cold starts and jobs measured (medians are kept)")] = 7,
+    fit: Annotated[str, typer.Option("--fit", help="stage distributions: lognormal (fitted) or empirical (the samples)")] = "lognormal",
+    from_run: Annotated[
+        Path | None, typer.Option("--from-run", help="fit a live run's results folder (gpuserve replay --out) instead of measuring")
+    ] = None,
 ) -> None:
     """Measure this host's platform overheads (cold-start phases, dispatch, result post) into a profile."""
     from gpuserve.fidelity.calibrate import calibrate as run_calibrate
-    from gpuserve.fidelity.calibrate import write_profile
+    from gpuserve.fidelity.calibrate import write_profile, write_run_profile
 
+    if fit not in ("lognormal", "empirical"):
+        raise fail(f"--fit must be lognormal or empirical, was {fit!r}")
+    if from_run is not None:
+        path = out if out is not None else Path("scenarios") / "profiles" / "from-run.yaml"
+        try:
+            run_fit, path, service_path = write_run_profile(from_run, path, "empirical" if fit == "empirical" else "lognormal")
+        except GpuserveError as exc:
+            raise fail(str(exc)) from None
+        console.print(
+            f"{run_fit.starts} cold starts ({run_fit.alone} alone), {len(run_fit.service_s)} jobs: profile written to {path}, "
+            f"service samples to {service_path}"
+        )
+        return
     if backend not in ("process", "docker"):
         raise fail(f"--backend must be process or docker, was {backend!r}")
     if repeats < 1:
@@ -104,7 +121,7 @@ def calibrate(
     path = out if out is not None else Path("scenarios") / "profiles" / f"{backend}-host.yaml"
     try:
         cal = run_calibrate("docker" if backend == "docker" else "process", repeats=repeats)
-        write_profile(cal, path)
+        write_profile(cal, path, "empirical" if fit == "empirical" else "lognormal")
     except GpuserveError as exc:
         raise fail(str(exc)) from None
     table = Table(title=f"{backend} backend overheads (median of {repeats})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -21,8 +23,20 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from gpuserve import __version__
+
+        typer.echo(f"gpuserve {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="print gpuserve's version and exit", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
     """gpuserve: serverless GPU workers, simulated or live."""
 
 

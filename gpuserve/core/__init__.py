@@ -14,6 +14,7 @@ from gpuserve.core.guardrails import apply_guardrails, next_expiry_s
 from gpuserve.core.jobs import TERMINAL_STATUSES, JobStatus, can_transition, transition
 from gpuserve.core.types import (
     COUNTED_STATES,
+    Dispatch,
     EndpointSnapshot,
     EndpointSpec,
     PolicySpec,
@@ -36,6 +37,7 @@ __all__ = [
     "CapacityError",
     "Clock",
     "ConfigError",
+    "Dispatch",
     "EndpointSnapshot",
     "EndpointSpec",
     "GpuserveError",

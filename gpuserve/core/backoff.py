@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from gpuserve.core.errors import ConfigError
 
-__all__ = ["Backoff"]
+__all__ = ["CRASH_BACKOFF", "HEALTHY_LIFETIME_S", "Backoff", "crash_streak_after"]
 
 
 def _centre() -> float:
@@ -113,3 +113,15 @@ class Backoff:
                 yield None
                 return
             yield self.delay_s(failures, draw())
+
+
+# Restarts after a worker crash, shared by the process backend and the simulator: no wait
+# before the first spawn, then 1, 2, 4, ... s after each crash in a row, capped at 60 s
+# (doubling from 1 s reaches the cap after 7 crashes in a row).
+CRASH_BACKOFF = Backoff(1.0, factor=2.0, max_s=60.0)
+HEALTHY_LIFETIME_S = 60.0  # a worker that crashes after living this long resets the streak
+
+
+def crash_streak_after(streak: int, lived_s: float) -> int:
+    """Crashes in a row once a worker that lived `lived_s` crashes: a long-lived one starts a new streak."""
+    return 1 if lived_s >= HEALTHY_LIFETIME_S else streak + 1

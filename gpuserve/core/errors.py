@@ -6,6 +6,7 @@
     ├── NotFoundError          an endpoint, job or worker id that does not exist (or expired)
     ├── CapacityError          no GPU/host can take a worker right now
     ├── InUseError             a data directory another server holds
+    ├── StoreError             the job store could not make a change durable (disk full, read-only, unreachable)
     └── BackendError           a backend (process, docker) failed to act on a decision
 """
 
@@ -19,6 +20,7 @@ __all__ = [
     "IllegalTransitionError",
     "InUseError",
     "NotFoundError",
+    "StoreError",
 ]
 
 
@@ -52,6 +54,18 @@ class NotFoundError(GpuserveError, LookupError):
 
 class CapacityError(GpuserveError):
     """No host has a free GPU of the requested type."""
+
+
+class StoreError(GpuserveError):
+    """A write the job store could not make durable (or a store it could not reach): nothing changed.
+
+    `reason` is the store's own words ("database or disk is full"); the server answers 503 with it
+    and, until a write succeeds again, accepts no new jobs (read-only).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"the job store could not write: {reason}")
 
 
 class BackendError(GpuserveError):

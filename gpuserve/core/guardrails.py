@@ -1,4 +1,4 @@
-"""Guardrails that wrap any policy: min/max clamp, idle timeout, scale-to-zero grace, max step.
+"""Guardrails that wrap any policy: min/max clamp, extra workers on spikes, idle timeout, scale-to-zero grace, max step, the account limit.
 
 A policy states only its idea (a desired count). These rules turn that into a safe action
 on concrete workers, so every policy gets the same limits without re-implementing them.
@@ -11,7 +11,7 @@ from collections.abc import Collection
 
 from gpuserve.core.types import EndpointSnapshot, ScaleAction, ScaleDecision, WorkerState
 
-__all__ = ["apply_guardrails", "due_time_s", "next_expiry_s"]
+__all__ = ["apply_guardrails", "clamp_to_account", "due_time_s", "extra_target", "next_expiry_s"]
 
 
 def due_time_s(since_s: float, after_s: float) -> float:
@@ -34,13 +34,48 @@ def _keep_alive_s(snapshot: EndpointSnapshot, decision: ScaleDecision) -> float:
     return snapshot.endpoint.scaling.idle_timeout_s
 
 
+def extra_target(snapshot: EndpointSnapshot, target: int) -> int:
+    """Runpod's extra workers: above max_workers, up to `extra_workers` more, while demand exceeds it.
+
+    Only on a spike (the policy wants max_workers or more and the jobs in the system need more
+    workers than max_workers can hold) and only when a host has the image cached (a start
+    without a pull). An endpoint with 3 max workers of 1 slot, 7 jobs and 2 extra gets 5.
+    """
+    scaling = snapshot.endpoint.scaling
+    extra = scaling.extra_workers
+    if extra <= 0 or not snapshot.image_cached or target < scaling.max_workers:
+        return target
+    capacity = max(1, snapshot.endpoint.concurrency_per_worker)
+    needed = -(-snapshot.demand // capacity)
+    if needed <= scaling.max_workers:
+        return target
+    return max(target, min(scaling.max_workers + extra, needed))
+
+
+def clamp_to_account(action: ScaleAction, in_use: int, limit: int | None) -> ScaleAction:
+    """Starts cut to what the account-wide worker limit leaves (Runpod: 5 by default, more with balance).
+
+    `in_use` counts workers across every endpoint of the account: 4 in use under a limit of
+    5 let one of three asked-for starts through.
+    """
+    if limit is None or action.start <= 0:
+        return action
+    allowed = max(0, limit - in_use)
+    if action.start <= allowed:
+        return action
+    return ScaleAction(
+        start=allowed, stop=action.stop, target=action.target, reason=f"{action.reason}; account limit {limit} workers"
+    )
+
+
 def apply_guardrails(
     snapshot: EndpointSnapshot, decision: ScaleDecision, max_step: int | None = None
 ) -> ScaleAction:
     """Turn a policy decision into a ScaleAction that respects the endpoint's limits.
 
     - Target is clamped to [min_workers, max_workers]; a hold keeps the current count
-      (clamped too, so a hold can still bring an endpoint up to its min).
+      (clamped too, so a hold can still bring an endpoint up to its min). On a spike with
+      the image cached, up to `extra_workers` more (see `extra_target`).
     - A job waiting at an endpoint with zero workers gets one (if max_workers allows),
       whatever the policy said: a hold with no data yet, or a wish for zero, would
       otherwise leave it waiting for a worker nobody starts.
@@ -60,6 +95,10 @@ def apply_guardrails(
         # would keep a job waiting 4 s for no worker at all. lowPriority jobs do not count
         # (Runpod: they never trigger scale-up).
         target, reason = 1, "job arrived at zero workers"
+    if scaling.max_workers >= 1 and target >= scaling.max_workers and scaling.extra_workers and snapshot.image_cached:
+        spiked = extra_target(snapshot, target)
+        if spiked > target:
+            target, reason = spiked, f"{reason}; {spiked - scaling.max_workers} extra worker(s) for a spike"
     if target > current:
         start = target - current
         if max_step is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from gpuserve.core.errors import IllegalTransitionError
 
-__all__ = ["TERMINAL_STATUSES", "JobStatus", "can_transition", "status_body", "transition"]
+__all__ = ["HANDLER_STUCK_KEY", "TERMINAL_STATUSES", "JobStatus", "can_transition", "status_body", "transition"]
 
 
 class JobStatus(StrEnum):
@@ -102,3 +102,9 @@ def status_body(
     if retries:
         body["retries"] = retries
     return body
+
+
+# A gpuserve worker's job-done body key for a job the server already stopped (TIMED_OUT, CANCELLED):
+# its sync handler would not return, so the worker is being replaced; the server adds the body's
+# `error` to the job's (gpuserve.worker.slots sends it, Runtime.job_done records it).
+HANDLER_STUCK_KEY = "gpuserve_handler_stuck"

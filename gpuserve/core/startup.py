@@ -1,11 +1,12 @@
 """How a worker came up: the one cold-start record both backends keep, and the start-up report a worker writes.
 
-    requested --create--> --start--> --runtime init--> --first take--> ready
-                 |            |             |                 |
-    container:  docker     docker start  start returned ->  start() -> the first
-                create     (or unpause)  the SDK's start()  job-take reaches the server
-    process:    -          spawn ->      exec'd ->          start() -> the first job-take
-                           exec'd        start()
+    requested --pull--> --create--> --start--> --runtime init--> --first take--> ready
+                 |          |            |             |                 |
+    container:  image not  docker     docker start  start returned ->  start() -> the first
+                present:   create     (or unpause)  the SDK's start()  job-take reaches the server
+                docker pull
+    process:    -          -          spawn ->      exec'd ->          start() -> the first job-take
+                                      exec'd        start()
 
 A worker running gpuserve's SDK writes its `StartReport` (wall-clock instants) to the file
 named by GPUSERVE_COLD_START_FILE when it first asks for a job; a backend turns what it saw
@@ -19,10 +20,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-__all__ = ["PHASES", "ColdStartRecord", "StartKind", "StartReport"]
+__all__ = ["PHASES", "PULL_FIELDS", "ColdStartRecord", "PullProgress", "StartKind", "StartReport"]
 
 StartKind = Literal["cold", "flash_unpause", "flash_start"]
-PHASES = ("create_s", "start_s", "runtime_init_s", "first_take_s")
+PHASES = ("pull_s", "create_s", "start_s", "runtime_init_s", "first_take_s")
+PULL_FIELDS = ("layers_total", "layers_done", "layers_cached", "bytes_done", "bytes_total")  # of PullProgress
 
 
 def _gap_s(since: float | None, until: float | None) -> float | None:
@@ -84,12 +86,30 @@ class StartReport:
 
 
 @dataclass(frozen=True)
+class PullProgress:
+    """How far the pull of a worker's image got: its layers, and the bytes of those it downloads.
+
+    A layer the engine already holds counts as done and cached (nothing to download);
+    `bytes_total` sums the sizes the registry announced for the layers being downloaded, so it
+    grows while the pull starts its downloads.
+    """
+
+    layers_total: int = 0
+    layers_done: int = 0  # downloaded and extracted, or already present
+    layers_cached: int = 0  # already present: not downloaded
+    bytes_done: int = 0
+    bytes_total: int = 0
+
+
+@dataclass(frozen=True)
 class ColdStartRecord:
     """How one worker came up, cold (create + start, or spawn) or by flash boot (unpause or start).
 
     Phases in seconds, in the order they happen (`PHASES`); None where a phase did not
     happen (no create for a process or a revival) or could not be seen (runtime init needs
-    gpuserve's SDK, whose report says when `start()` was called). `total_s` runs from the
+    gpuserve's SDK, whose report says when `start()` was called). A container whose image was
+    not on the host first pulls it: `pull_s` when done, `pull` its layers and bytes (while the
+    pull runs: so far). `total_s` runs from the
     request (`requested_wall_s`, on the backend's clock) to the first job-take; it is not
     always their sum, since a backend may wait between them (crash back-off) or see them
     only partly.
@@ -105,14 +125,48 @@ class ColdStartRecord:
     first_take_s: float | None = None  # start() called -> the first job-take reached the server
     total_s: float | None = None  # requested -> ready (the first job-take)
     gpu_ids: tuple[int, ...] = ()
+    pull_s: float | None = None  # `docker pull` of an image the host did not hold (None: it was present)
+    pull: PullProgress | None = None  # that pull's layers and bytes, so far while it runs
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """Flat, for JSON and tables: the pull's progress as `pull_layers_total` ... `pull_bytes_total` (None without a pull)."""
+        out = asdict(self)
+        del out["pull"]
+        for name in PULL_FIELDS:
+            out[f"pull_{name}"] = None if self.pull is None else getattr(self.pull, name)
+        return out
 
     def phases(self) -> dict[str, float]:
-        """The phases that were measured, by name, in order (`create_s`, `start_s`, `runtime_init_s`, `first_take_s`)."""
+        """The phases that were measured, by name, in order (`pull_s`, `create_s`, `start_s`, `runtime_init_s`, `first_take_s`)."""
         measured = {name: getattr(self, name) for name in PHASES}
         return {name: float(value) for name, value in measured.items() if value is not None}
+
+    @classmethod
+    def from_health(
+        cls,
+        worker_id: str,
+        endpoint_id: str,
+        requested_wall_s: float,
+        *,
+        first_initializing_s: float | None,
+        first_ready_s: float | None,
+    ) -> ColdStartRecord:
+        """A load-balancing worker, seen through its health path (all instants on the backend's clock).
+
+        `runtime_init_s`: start -> the first 204 (its server is up, the model loading);
+        `first_take_s`: the first 204 -> the first 200 (Runpod's cold start for these endpoints;
+        None when it never answered 204); `total_s`: start -> the first 200 (ready).
+        """
+        init_until = first_initializing_s if first_initializing_s is not None else first_ready_s
+        return cls(
+            worker_id,
+            endpoint_id,
+            "cold",
+            requested_wall_s,
+            runtime_init_s=_gap_s(requested_wall_s, init_until),
+            first_take_s=_gap_s(first_initializing_s, first_ready_s),
+            total_s=_gap_s(requested_wall_s, first_ready_s),
+        )
 
     @classmethod
     def from_report(

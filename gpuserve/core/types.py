@@ -12,8 +12,11 @@ from gpuserve.core.errors import ConfigError
 
 __all__ = [
     "COUNTED_STATES",
+    "Dispatch",
+    "EndpointKind",
     "EndpointSnapshot",
     "EndpointSpec",
+    "LoadBalancingSpec",
     "PolicySpec",
     "QueueStats",
     "ScaleAction",
@@ -30,6 +33,26 @@ class ScalerType(StrEnum):
 
     QUEUE_DELAY = "queue_delay"
     REQUEST_COUNT = "request_count"
+
+
+class EndpointKind(StrEnum):
+    """Runpod's two kinds of endpoint: jobs through a queue, or HTTP proxied straight to a worker."""
+
+    QUEUE = "queue"
+    LOAD_BALANCER = "load_balancer"
+
+
+class Dispatch(StrEnum):
+    """Who runs a job that made the endpoint start a worker.
+
+    SHARED_QUEUE (Runpod): the job waits in the endpoint's queue and the first worker free
+    takes it, so a busy worker that frees during the start may run it and the new worker
+    comes up idle. BIND_TO_LAUNCH (AWS Lambda, SimFaaS): the job is reserved for the worker
+    it launched and waits for that worker's cold start.
+    """
+
+    SHARED_QUEUE = "shared_queue"
+    BIND_TO_LAUNCH = "bind_to_launch"
 
 
 class WorkerState(StrEnum):
@@ -86,6 +109,9 @@ class ScalingSpec:
     flash_boot: bool = True
     # Knative's scale-to-zero grace: the last worker lingers this long past its idle timeout.
     scale_to_zero_grace_s: float = 0.0
+    # Runpod: "extra workers during traffic spikes when Docker images are cached on hosts
+    # (default: 2)": workers above max_workers while demand exceeds it; 0 opts out.
+    extra_workers: int = 2
 
     def __post_init__(self) -> None:
         if not isinstance(self.min_workers, int) or self.min_workers < 0:
@@ -99,6 +125,8 @@ class ScalingSpec:
         _check_non_negative("idle_timeout_s", self.idle_timeout_s)
         _check_positive("scaler_value", self.scaler_value)
         _check_non_negative("scale_to_zero_grace_s", self.scale_to_zero_grace_s)
+        if not isinstance(self.extra_workers, int) or isinstance(self.extra_workers, bool) or self.extra_workers < 0:
+            raise ConfigError("extra_workers", self.extra_workers, "must be a non-negative integer")
         if not isinstance(self.scaler, ScalerType):
             try:
                 object.__setattr__(self, "scaler", ScalerType(self.scaler))
@@ -106,6 +134,36 @@ class ScalingSpec:
                 raise ConfigError(
                     "scaler", self.scaler, "must be 'queue_delay' or 'request_count'"
                 ) from None
+
+
+@dataclass(frozen=True)
+class LoadBalancingSpec:
+    """How a load-balancing endpoint routes and holds requests (Runpod's limits as defaults).
+
+    `concurrency_target` is the in-flight count per worker the autoscaler aims for;
+    `max_concurrency` is the hard cap a worker is never given more than. A request that
+    finds no worker with room is held (not dropped) up to `hold_timeout_s` (Runpod: 2 min),
+    then refused; one that runs past `request_timeout_s` (Runpod: 5.5 min) ends timed out.
+    """
+
+    concurrency_target: int = 1
+    max_concurrency: int = 4
+    hold_timeout_s: float = 120.0
+    request_timeout_s: float = 330.0
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency_target", "max_concurrency"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, value, "must be an integer >= 1")
+        if self.max_concurrency < self.concurrency_target:
+            raise ConfigError(
+                "max_concurrency",
+                self.max_concurrency,
+                f"cannot be below concurrency_target ({self.concurrency_target})",
+            )
+        _check_non_negative("hold_timeout_s", self.hold_timeout_s)  # 0: refuse at once when no worker has room
+        _check_positive("request_timeout_s", self.request_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -120,10 +178,40 @@ class EndpointSpec:
     concurrency_per_worker: int = 1
     execution_timeout_s: float = 600.0
     memory_gb: float | None = None  # a worker's memory; billed per GB-second under an execution basis (AWS Lambda)
+    kind: EndpointKind = EndpointKind.QUEUE
+    # Set iff kind is LOAD_BALANCER (a load-balancing endpoint given none gets the defaults).
+    load_balancing: LoadBalancingSpec | None = None
+    dispatch: Dispatch = Dispatch.SHARED_QUEUE
 
     def __post_init__(self) -> None:
         if not self.endpoint_id or not isinstance(self.endpoint_id, str):
             raise ConfigError("endpoint_id", self.endpoint_id, "must be a non-empty string")
+        if not isinstance(self.kind, EndpointKind):
+            try:
+                object.__setattr__(self, "kind", EndpointKind(self.kind))
+            except ValueError:
+                raise ConfigError("type", self.kind, "must be 'queue' or 'load_balancer'") from None
+        if self.kind is EndpointKind.LOAD_BALANCER:
+            if self.load_balancing is None:
+                object.__setattr__(self, "load_balancing", LoadBalancingSpec())
+            assert self.load_balancing is not None
+            # Policies size an endpoint by concurrency_per_worker; on a load-balancing endpoint
+            # that is its concurrency target (max_concurrency is the routing cap, not a target).
+            target = self.load_balancing.concurrency_target
+            if self.concurrency_per_worker not in (1, target):
+                raise ConfigError(
+                    "concurrency_per_worker",
+                    self.concurrency_per_worker,
+                    f"is set by concurrency_target ({target}) on a load-balancing endpoint: leave it unset",
+                )
+            object.__setattr__(self, "concurrency_per_worker", target)
+        if self.kind is EndpointKind.QUEUE and self.load_balancing is not None:
+            raise ConfigError("load_balancing", self.load_balancing, "applies only to type: load_balancer endpoints")
+        if not isinstance(self.dispatch, Dispatch):
+            try:
+                object.__setattr__(self, "dispatch", Dispatch(self.dispatch))
+            except ValueError:
+                raise ConfigError("dispatch", self.dispatch, "must be 'shared_queue' or 'bind_to_launch'") from None
         if not isinstance(self.gpus_per_worker, int) or self.gpus_per_worker < 0:
             raise ConfigError("gpus_per_worker", self.gpus_per_worker, "must be a non-negative integer")
         if not isinstance(self.concurrency_per_worker, int) or self.concurrency_per_worker < 1:
@@ -133,6 +221,10 @@ class EndpointSpec:
         _check_positive("execution_timeout_s", self.execution_timeout_s)
         if self.memory_gb is not None:
             _check_positive("memory_gb", self.memory_gb)
+
+    @property
+    def is_load_balancer(self) -> bool:
+        return self.kind is EndpointKind.LOAD_BALANCER
 
     @property
     def gpus_needed(self) -> int:
@@ -150,6 +242,7 @@ class WorkerView:
     in_flight: int = 0
     capacity: int = 1  # jobs it may run at once (concurrency_per_worker)
     idle_since_s: float | None = None  # set while IDLE: when its last job ended (or it became ready)
+    failure: str | None = None  # set while UNHEALTHY, when known: why ("exited with code 1", "image not found (REF)")
 
     def idle_for_s(self, now_s: float) -> float:
         if self.state is not WorkerState.IDLE or self.idle_since_s is None:
@@ -182,6 +275,7 @@ class EndpointSnapshot:
     endpoint: EndpointSpec
     workers: tuple[WorkerView, ...]
     queue: QueueStats
+    image_cached: bool = False  # a host has the endpoint's image: extra workers may start on a spike
 
     @property
     def counted(self) -> tuple[WorkerView, ...]:

@@ -18,7 +18,7 @@ from gpuserve.config.scenario import scenario_from_dict
 from gpuserve.core.errors import ConfigError
 from gpuserve.sim.records import SimResult
 
-__all__ = ["CI_SUFFIX", "RunTask", "TaskProgress", "aggregate", "default_jobs", "replication_seeds", "run_tasks", "t_975"]
+__all__ = ["CI_SUFFIX", "RunTask", "TaskProgress", "aggregate", "default_jobs", "replication_seeds", "run_one", "run_tasks", "t_975"]
 
 CI_SUFFIX = "_ci95"  # `latency_p99_s_ci95`: the half-width of the 95% confidence interval of the mean
 
@@ -77,19 +77,29 @@ class RunTask:
     records_dir: Path | None = None
     fmt: Literal["csv", "parquet"] = "csv"
     plots: bool = False
+    records: Literal["all", "summary", "none"] = "all"
 
 
 def _run(task: RunTask, progress: Callable[[float, float], None] | None = None) -> SimResult:
+    return run_one(task, progress)
+
+
+def run_one(task: RunTask, progress: Callable[[float, float], None] | None = None, result: SimResult | None = None) -> SimResult:
+    """Simulate one task (unless its `result` is given, simulated elsewhere) and write its records where it says."""
     from gpuserve.experiments.run import run_scenario, write_run
 
-    result = run_scenario(scenario_from_dict(task.raw, task.base_dir, seed=task.seed), progress)
+    if result is None:
+        result = run_scenario(scenario_from_dict(task.raw, task.base_dir, seed=task.seed), progress)
     if task.records_dir is not None:
-        write_run(result, task.records_dir, task.fmt, plots=task.plots)
+        write_run(result, task.records_dir, task.fmt, plots=task.plots, records=task.records, scenario=task.raw.get("name"))
     return result
 
 
-def run_tasks(tasks: Sequence[RunTask], jobs: int = 1, progress: TaskProgress | None = None) -> list[SimResult]:
-    """Run every task, in `jobs` processes; results come back in task order, identical to a serial run.
+def run_tasks(
+    tasks: Sequence[RunTask], jobs: int = 1, progress: TaskProgress | None = None, ray_address: str | None = None
+) -> list[SimResult]:
+    """Run every task, in `jobs` processes (or as Ray tasks on the cluster at `ray_address`); results come back
+    in task order, identical to a serial run.
 
     Each run depends only on its scenario and seed, so where it runs changes nothing. Processes
     are spawned, not forked: a fork would copy the parent's threads' locks (a progress bar's
@@ -97,6 +107,10 @@ def run_tasks(tasks: Sequence[RunTask], jobs: int = 1, progress: TaskProgress | 
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ConfigError("jobs", jobs, "must be an integer >= 1")
     n = len(tasks)
+    if ray_address is not None:
+        from gpuserve.experiments.cluster import run_tasks_on_ray
+
+        return run_tasks_on_ray(tasks, ray_address, progress)
     if jobs == 1 or n <= 1:
         results = []
         for i, task in enumerate(tasks):

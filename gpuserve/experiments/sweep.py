@@ -11,7 +11,7 @@ import pandas as pd
 from gpuserve.config.scenario import Scenario, apply_overrides, sweep_points
 from gpuserve.core.errors import ConfigError
 from gpuserve.experiments.replicate import RunTask, TaskProgress, aggregate, replication_seeds, run_tasks
-from gpuserve.experiments.run import write_run
+from gpuserve.experiments.run import Records, write_run, write_table
 from gpuserve.sim.records import SimResult
 
 __all__ = ["Replicated", "SweepProgress", "SweepResult", "run_replicated", "run_sweep", "write_replicated", "write_sweep"]
@@ -72,9 +72,12 @@ def run_sweep(
     jobs: int = 1,
     records_dir: Path | None = None,
     fmt: Literal["csv", "parquet"] = "csv",
+    records: Records = "all",
+    ray_address: str | None = None,
 ) -> SweepResult:
     """Run every point of the sweep, `replications` times each (default: the scenario's), in `jobs`
-    processes; with `records_dir`, each run's records are written to its pointNN/[repKK/] there."""
+    processes (or as Ray tasks on the cluster at `ray_address`); with `records_dir`, each run's records are
+    written to its pointNN/[repKK/] there."""
     _check_sweep(sweep)
     reps = scenario.replications if replications is None else replications
     seeds = replication_seeds(scenario.config.seed if seed is None else seed, reps)
@@ -84,8 +87,8 @@ def run_sweep(
         raw = apply_overrides(scenario.raw, list(assignments))
         for k, s in enumerate(seeds):
             where = None if records_dir is None else _sweep_run_dir(records_dir, p, k, reps)
-            tasks.append(RunTask(raw, scenario.base_dir, s, where, fmt))
-    results = run_tasks(tasks, jobs, progress)
+            tasks.append(RunTask(raw, scenario.base_dir, s, where, fmt, records=records))
+    results = run_tasks(tasks, jobs, progress, ray_address)
     params = list(sweep)
     rows = []
     for p, (label, assignments) in enumerate(points):
@@ -115,16 +118,20 @@ def run_replicated(
     records_dir: Path | None = None,
     fmt: Literal["csv", "parquet"] = "csv",
     plots: bool = False,
+    records: Records = "all",
+    ray_address: str | None = None,
 ) -> Replicated:
     """Run the scenario once per seed derived from its own; summarise each endpoint's metrics as mean
     and 95% CI. With `records_dir`, each run writes its records to repKK/ there (plots for rep00)."""
     reps = scenario.replications if replications is None else replications
     seeds = replication_seeds(scenario.config.seed, reps)
     tasks = [
-        RunTask(scenario.raw, scenario.base_dir, s, None if records_dir is None else records_dir / f"rep{k:02d}", fmt, plots and k == 0)
+        RunTask(
+            scenario.raw, scenario.base_dir, s, None if records_dir is None else records_dir / f"rep{k:02d}", fmt, plots and k == 0, records
+        )
         for k, s in enumerate(seeds)
     ]
-    results = run_tasks(tasks, jobs, progress)
+    results = run_tasks(tasks, jobs, progress, ray_address)
     frames = [r.summary.assign(replication=k, seed=s) for k, (r, s) in enumerate(zip(results, seeds, strict=True))]
     runs = pd.concat(frames, ignore_index=True)
     return Replicated(aggregate(runs, ["endpoint"]), runs, results, seeds, records_dir is not None)
@@ -135,42 +142,41 @@ def _sweep_run_dir(out_dir: Path, point: int, replication: int, replications: in
     return folder if replications == 1 else folder / f"rep{replication:02d}"
 
 
-def _write_table(frame: pd.DataFrame, path: Path, fmt: Literal["csv", "parquet"]) -> Path:
-    if fmt == "parquet":
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, index=False)
-    return path
-
-
 def write_sweep(
     sweep: SweepResult,
     out_dir: Path,
     fmt: Literal["csv", "parquet"] = "csv",
     plots: bool = True,
+    records: Records = "all",
+    scenario: str | None = None,
 ) -> list[Path]:
     """Write sweep.csv (one row per setting), runs.csv (one per run), each run's records in
     pointNN/ (pointNN/repKK/ with replications), and the cost-vs-p99 plot."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [_write_table(sweep.table, out_dir / f"sweep.{fmt}", fmt), _write_table(sweep.runs, out_dir / f"runs.{fmt}", fmt)]
+    paths = [write_table(sweep.table, out_dir / f"sweep.{fmt}", fmt), write_table(sweep.runs, out_dir / f"runs.{fmt}", fmt)]
     reps = sweep.replications
     for i, result in enumerate(sweep.results if not sweep.records_written else ()):
-        paths += write_run(result, _sweep_run_dir(out_dir, i // reps, i % reps, reps), fmt, plots=False)
+        paths += write_run(result, _sweep_run_dir(out_dir, i // reps, i % reps, reps), fmt, plots=False, records=records)
     if plots:
-        from gpuserve.sim.plots import plot_sweep
+        from gpuserve.experiments.plots import plot_sweep
 
-        paths.append(plot_sweep(sweep.table, out_dir))
+        paths.append(plot_sweep(sweep.table, out_dir, scenario=scenario))
     return paths
 
 
 def write_replicated(
-    rep: Replicated, out_dir: Path, fmt: Literal["csv", "parquet"] = "csv", plots: bool = True
+    rep: Replicated,
+    out_dir: Path,
+    fmt: Literal["csv", "parquet"] = "csv",
+    plots: bool = True,
+    records: Records = "all",
+    scenario: str | None = None,
 ) -> list[Path]:
     """Write summary.csv (mean and CI per endpoint), runs.csv (one row per replication and endpoint),
     each replication's records in repKK/, and the first replication's plots."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [_write_table(rep.summary, out_dir / f"summary.{fmt}", fmt), _write_table(rep.runs, out_dir / f"runs.{fmt}", fmt)]
+    paths = [write_table(rep.summary, out_dir / f"summary.{fmt}", fmt), write_table(rep.runs, out_dir / f"runs.{fmt}", fmt)]
     for k, result in enumerate(rep.results if not rep.records_written else ()):
-        paths += write_run(result, out_dir / f"rep{k:02d}", fmt, plots=plots and k == 0)
+        paths += write_run(result, out_dir / f"rep{k:02d}", fmt, plots=plots and k == 0, records=records, scenario=scenario)
     return paths
 

@@ -9,12 +9,21 @@ Three overheads, each over repeated runs (medians kept, p90 reported):
   its COMPLETED status (the job's trip to the worker, the handler call and the result post;
   `result_post_s`); the pure post (handler return -> COMPLETED stored) is reported beside it.
 The profile (scenarios/profiles/<backend>-host.yaml) has the simulator's cold-start schema,
-with every modelled stage 0, so a scenario can include it and set its own stages on top.
+with every modelled stage 0, so a scenario can include it and set its own stages on top. The
+start-up is also written as a distribution (`distributions.platform_start_s`: a lognormal fit
+of the measured starts, or the samples themselves with `fit="empirical"`), so the simulator
+draws each start instead of repeating the median.
+
+`calibrate_from_run` fits the same schema from the records of one live run (a replay's
+results folder): each worker's measured start-up phases (the backend's cold-start records,
+spawn -> exec'd -> the SDK's start() -> the first job-take) as stage distributions, and the
+handler's service time as an empirical sample, for a worker that owns both (a real handler).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import platform
 import shutil
 import statistics
@@ -37,7 +46,19 @@ from gpuserve.live.deployment import Deployment
 from gpuserve.live.runtime import Endpoint
 from gpuserve.platform import Platform
 
-__all__ = ["Calibration", "calibrate", "load_overheads", "overhead_overrides", "profile_dict", "write_profile"]
+__all__ = [
+    "Calibration",
+    "RunFit",
+    "calibrate",
+    "calibrate_from_run",
+    "fit_stage",
+    "load_distributions",
+    "load_overheads",
+    "overhead_overrides",
+    "profile_dict",
+    "run_profile",
+    "write_profile",
+]
 
 BackendName = Literal["process", "docker"]
 WARM_SERVICE_S = 0.05  # each warm job sleeps this long, so the worker is back in its long poll between jobs
@@ -161,7 +182,30 @@ def _cold_phases(backend: LiveBackend, worker_id: str | None) -> dict[str, float
     return out
 
 
-def profile_dict(cal: Calibration) -> dict[str, Any]:
+Fit = Literal["lognormal", "empirical"]
+
+
+def fit_stage(samples: list[float], fit: Fit = "lognormal") -> dict[str, Any]:
+    """A stage distribution (the profile's `distributions` entry) fitted to measured seconds.
+
+    lognormal: median = the geometric mean, sigma = the standard deviation of log(samples)
+    (the maximum-likelihood fit); empirical: the samples, rounded to 0.1 ms.
+    """
+    values = [float(x) for x in samples if x is not None and math.isfinite(x) and x >= 0]
+    if not values:
+        raise GpuserveError("calibrate: no samples to fit a stage distribution to")
+    if fit == "empirical":
+        return {"kind": "empirical", "samples_s": [round(x, 4) for x in values]}
+    positive = [x for x in values if x > 1e-4]
+    if len(positive) < max(2, len(values) / 2):
+        # Mostly zero (a phase the backend barely sees): its median, without a spread log() cannot fit.
+        return {"kind": "lognormal", "median_s": round(float(np.median(values)), 5), "sigma": 0.0}
+    logs = np.log(positive)
+    sigma = float(np.std(logs, ddof=1)) if len(values) > 1 else 0.0
+    return {"kind": "lognormal", "median_s": round(float(np.exp(np.mean(logs))), 5), "sigma": round(sigma, 4)}
+
+
+def profile_dict(cal: Calibration, fit: Fit = "lognormal") -> dict[str, Any]:
     phases = cal.phases
     measured = ", ".join(f"{k} {m:.4f} s (p90 {p:.4f})" for k, (m, p) in phases.items())
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
@@ -180,17 +224,38 @@ def profile_dict(cal: Calibration) -> dict[str, Any]:
         "platform_start_s": round(cal.median("platform_start_s"), 4),
         "dispatch_s": round(cal.median("dispatch_s"), 5),
         "result_post_s": round(max(0.0, cal.median("result_post_s")), 5),
+        "distributions": {"platform_start_s": fit_stage(cal.samples["platform_start_s"], fit)},
     }
 
 
-def write_profile(cal: Calibration, path: Path) -> Path:
+def write_profile(cal: Calibration, path: Path, fit: Fit = "lognormal") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# Written by `gpuserve calibrate --backend {cal.backend}`: this host's own overheads.\n"
-    path.write_text(header + yaml.safe_dump(profile_dict(cal), sort_keys=False, width=100))
+    path.write_text(header + yaml.safe_dump(profile_dict(cal, fit), sort_keys=False, width=100))
     return path
 
 
 OVERHEAD_FIELDS = ("platform_start_s", "dispatch_s", "result_post_s")
+
+
+def load_distributions(path: Path) -> dict[str, Any]:
+    """The stage distributions of a calibrated profile file ({} when it has none)."""
+    data = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    dists = data.get("distributions") if isinstance(data, dict) else None
+    return dict(dists) if isinstance(dists, dict) else {}
+
+
+def scaled_distributions(distributions: dict[str, Any], factor: float) -> dict[str, Any]:
+    """Each distribution with its times multiplied by `factor` (a lognormal's sigma is scale-free)."""
+    out: dict[str, Any] = {}
+    for stage, dist in distributions.items():
+        d = dict(dist)
+        if d.get("median_s") is not None:
+            d["median_s"] = float(d["median_s"]) * factor
+        if d.get("samples_s"):
+            d["samples_s"] = [float(x) * factor for x in d["samples_s"]]
+        out[stage] = d
+    return out
 
 
 def load_overheads(path: Path) -> dict[str, float]:
@@ -211,11 +276,121 @@ def load_overheads(path: Path) -> dict[str, float]:
     return out
 
 
-def overhead_overrides(overheads: dict[str, float], speedup: float = 1.0) -> list[tuple[str, float]]:
+def overhead_overrides(
+    overheads: dict[str, float], speedup: float = 1.0, distributions: dict[str, Any] | None = None
+) -> list[tuple[str, Any]]:
     """`--set` assignments that add a host's overheads to every endpoint of a scenario.
 
     A replay at speedup K runs K times faster than scenario time but pays the overheads in
     full, so in the replay's (scaled-back) records they weigh K times: the simulation to
-    compare it with carries K x each overhead.
+    compare it with carries K x each overhead (and K x each stage distribution's times).
     """
-    return [(f"endpoint.cold_start.{key}", value * speedup) for key, value in overheads.items()]
+    out: list[tuple[str, Any]] = [(f"endpoint.cold_start.{key}", value * speedup) for key, value in overheads.items()]
+    if distributions:
+        out.append(("endpoint.cold_start.distributions", scaled_distributions(distributions, speedup)))
+    return out
+
+
+@dataclass
+class RunFit:
+    """What `calibrate_from_run` measured in one live run: stage samples, service samples, and which starts were alone."""
+
+    stages: dict[str, list[float]]
+    service_s: list[float]
+    starts: int
+    alone: int
+    dispatch_s: float
+
+
+def calibrate_from_run(live_dir: Path) -> RunFit:
+    """Stage and service samples from one replay's results folder (jobs.csv, workers.csv, replay.json).
+
+    Stages come from the backend's cold-start records the replay kept (`cold_starts` in
+    replay.json): spawn -> exec'd (`container_start_s`), exec'd -> the SDK's start() (the
+    handler's imports and model load: `runtime_init_s`), start() -> first job-take and
+    whatever the backend saw beyond those phases (`platform_start_s`). Only starts that no
+    other start overlapped are used when there are at least 3 of them, so the fit is a lone
+    start's time and the simulator's contention model adds the rest. Service times are the
+    completed jobs' execution times (take -> result stored, the handler's own time plus its
+    per-job overhead).
+    """
+    import json
+
+    import pandas as pd
+
+    meta_path = live_dir / "replay.json"
+    if not meta_path.is_file():
+        raise GpuserveError(f"calibrate: {live_dir} is not a replay's results folder (no replay.json)")
+    meta = json.loads(meta_path.read_text())
+    records = [r for r in meta.get("cold_starts") or [] if r.get("kind") == "cold" and r.get("total_s") is not None]
+    if not records:
+        raise GpuserveError(f"calibrate: {meta_path} holds no cold-start records (replay it with this version)")
+    workers = pd.read_csv(live_dir / "workers.csv")
+    spans = {
+        str(wid): (float(created), float(ready))
+        for wid, created, ready in zip(workers["worker_id"], workers["created_s"], workers["ready_s"], strict=True)
+        if math.isfinite(float(ready))
+    }
+
+    def alone(wid: str) -> bool:
+        if wid not in spans:
+            return False
+        a, b = spans[wid]
+        return not any(o != wid and x < b and y > a for o, (x, y) in spans.items())
+
+    lone = [r for r in records if alone(str(r["worker_id"]))]
+    used = lone if len(lone) >= 3 else records
+    stages: dict[str, list[float]] = {"container_start_s": [], "runtime_init_s": [], "platform_start_s": []}
+    for r in used:
+        spawn = float(r.get("start_s") or 0.0)
+        init = float(r.get("runtime_init_s") or 0.0)
+        stages["container_start_s"].append(spawn)
+        stages["runtime_init_s"].append(init)
+        stages["platform_start_s"].append(max(0.0, float(r["total_s"]) - spawn - init))
+    jobs = pd.read_csv(live_dir / "jobs.csv")
+    done = jobs[jobs["status"] == "COMPLETED"]
+    service = [float(x) for x in done["execution_s"] if math.isfinite(x) and x >= 0]
+    if not service:
+        raise GpuserveError(f"calibrate: {live_dir}/jobs.csv has no completed job to take service times from")
+    warm = done[~done["cold"].astype(bool)]
+    dispatch = float(np.median(warm["delay_s"])) if len(warm) else 0.0
+    return RunFit(stages, service, len(records), len(lone), max(0.0, min(dispatch, 0.05)))
+
+
+def run_profile(fit: RunFit, source: str, stage_fit: Fit = "lognormal") -> dict[str, Any]:
+    """A cold-start profile (the simulator's schema) from `calibrate_from_run`: each stage a distribution."""
+    dists = {stage: fit_stage(samples, stage_fit) for stage, samples in fit.stages.items() if samples}
+    medians = {stage: round(float(np.median(samples)), 5) for stage, samples in fit.stages.items() if samples}
+    return {
+        "description": "a real handler's cold start fitted from one live run; every stage a distribution",
+        "source": f"gpuserve calibrate --from-run {source}: {fit.starts} cold starts ({fit.alone} alone, "
+        f"{'those' if fit.alone >= 3 else 'all'} fitted), {len(fit.service_s)} jobs",
+        "name": "from-run",
+        "image": "from-run",
+        "image_size_gb": 0.0,
+        "model_size_gb": 0.0,
+        "flash_resume_s": 0.0,
+        "flash_retention_s": 0.0,
+        "container_start_s": medians.get("container_start_s", 0.0),
+        "runtime_init_s": medians.get("runtime_init_s", 0.0),
+        "platform_start_s": medians.get("platform_start_s", 0.0),
+        "dispatch_s": round(fit.dispatch_s, 5),
+        "result_post_s": 0.0,  # inside the measured execution times
+        "distributions": dists,
+    }
+
+
+def write_run_profile(live_dir: Path, path: Path, stage_fit: Fit = "lognormal") -> tuple[RunFit, Path, Path]:
+    """Fit one live run (`calibrate_from_run`) and write its profile, plus its service samples
+    beside it (`<name>-service.csv`, one per line: `service: {kind: empirical, path: ...}`)."""
+    fit = calibrate_from_run(live_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # the folder as the user would type it from here
+        shown = str(live_dir.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(live_dir)
+    header = f"# Written by `gpuserve calibrate --from-run {shown}`: a real handler's cold start.\n"
+    path.write_text(header + yaml.safe_dump(run_profile(fit, shown, stage_fit), sort_keys=False, width=100))
+    service_path = path.with_name(f"{path.stem}-service.csv")
+    service_path.write_text("service_s\n" + "".join(f"{x:.5f}\n" for x in fit.service_s))
+    return fit, path, service_path

@@ -81,11 +81,15 @@ def scale_spec(spec: EndpointSpec, speedup: float) -> EndpointSpec:
         flash_boot=s.flash_boot,
         scale_to_zero_grace_s=s.scale_to_zero_grace_s / speedup,
     )
+    lb = spec.load_balancing
     return replace(
         spec,
         scaling=scaling,
         policy=PolicySpec(spec.policy.name, scaled_policy_params(spec, speedup)),
         execution_timeout_s=spec.execution_timeout_s / speedup,
+        load_balancing=None
+        if lb is None
+        else replace(lb, hold_timeout_s=lb.hold_timeout_s / speedup, request_timeout_s=lb.request_timeout_s / speedup),
     )
 
 
@@ -112,7 +116,7 @@ class ColdStartLedger:
                 self.retained_expiry_s.pop()  # the most recently stopped one, as the simulator does
                 return p.stages(image_wait_s=None, flash=True)
         if self.image_landed_s is None:
-            self.image_landed_s = now_s + p.full_pull_s
+            self.image_landed_s = now_s + p.typical_pull_s()
             wait: float | None = None
         else:
             wait = max(0.0, self.image_landed_s - now_s)

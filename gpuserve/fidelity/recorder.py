@@ -20,7 +20,9 @@ from gpuserve.core.types import EndpointSpec, ScaleAction, WorkerState, WorkerVi
 from gpuserve.live.backend import LiveBackend
 from gpuserve.live.deployment import Deployment
 from gpuserve.live.registry import Change, LiveWorker, WorkerRegistry
+from gpuserve.live.worker_ops import ExecResult, LogReader
 from gpuserve.sim.coldstart import StageTimes
+from gpuserve.store.base import WorkerRecord
 
 __all__ = ["RecordingBackend", "WorkerRecorder", "WorkerTrace"]
 
@@ -37,6 +39,7 @@ class WorkerTrace:
     state: WorkerState = WorkerState.INITIALIZING
     since_s: float = 0.0
     first_take_s: float | None = None
+    ready_s: float | None = None  # first IDLE or RUNNING (a load-balancing worker's first 200 on its health path)
     retired_s: float | None = None
     takes: int = 0  # job-takes that returned jobs
     stages: StageTimes = field(default_factory=StageTimes)
@@ -82,6 +85,8 @@ class WorkerRecorder:
                 return
             if w.state is not t.state:
                 t.move(w.state, now_s)
+                if t.ready_s is None and w.state in (WorkerState.IDLE, WorkerState.RUNNING):
+                    t.ready_s = now_s
             if t.first_take_s is None and w.first_take_s is not None:
                 t.first_take_s = w.first_take_s
             if change is Change.TOOK and job_ids:
@@ -157,8 +162,14 @@ class RecordingBackend:
     def cold_start(self, worker_id: str) -> ColdStartRecord | None:
         return self.inner.cold_start(worker_id)
 
+    def adopt(self, record: WorkerRecord, now_s: float) -> bool:
+        return self.inner.adopt(record, now_s)
+
     def workers(self, endpoint_id: str) -> Sequence[WorkerView]:
         return self.inner.workers(endpoint_id)
+
+    def image_cached(self, endpoint_id: str) -> bool:
+        return self.inner.image_cached(endpoint_id)
 
     def configure(self, deployment: Deployment) -> None:
         self.inner.configure(deployment)
@@ -169,6 +180,12 @@ class RecordingBackend:
     def logs(self, worker_id: str, tail_lines: int = 200) -> str:
         return self.inner.logs(worker_id, tail_lines)
 
+    def open_log(self, worker_id: str, *, tail_lines: int, since_wall_s: float | None, follow: bool) -> LogReader:
+        return self.inner.open_log(worker_id, tail_lines=tail_lines, since_wall_s=since_wall_s, follow=follow)
+
+    def exec(self, worker_id: str, argv: Sequence[str], timeout_s: float) -> ExecResult:
+        return self.inner.exec(worker_id, argv, timeout_s)
+
     def shutdown(self) -> None:
         self.inner.shutdown()
 
@@ -178,7 +195,8 @@ class RecordingBackend:
         for worker_id in action.stop:
             t = self.recorder.retire(worker_id, now_s)
             if t is not None:
-                self._on_retire(eid, now_s, t.first_take_s is not None)
+                ready = t.ready_s if endpoint.is_load_balancer else t.first_take_s
+                self._on_retire(eid, now_s, ready is not None)
         before = set(self.recorder.traces)
         self.inner.apply(endpoint, action, now_s)
         for worker_id, t in list(self.recorder.traces.items()):

@@ -10,6 +10,15 @@ seconds and line up with `gpuserve simulate`'s. What does not shrink: the platfo
 overheads (process spawn, SDK start, HTTP dispatch and result posts), which therefore weigh
 K times more in the scaled-back records; `gpuserve calibrate` measures them so the
 simulator can include them (see FIDELITY.md).
+
+A load-balancing endpoint runs the synthetic HTTP worker (synthetic_lb_worker.py) under the
+process backend, and the client sends each request through the server's proxy
+(`POST /lb/{id}/work`), holding it open until it is answered: 200 is COMPLETED, 504 TIMED_OUT
+and 503 a rejection (FAILED, `rejected`). A request counts as held when it reached its worker
+more than HELD_AFTER_WALL_S after it was sent (the proxy's own hop takes far less), and as a
+cold start when it waited for its worker's start: it was sent before that worker became ready
+(first 200 on /ping) and reached it within COLD_WITHIN_WALL_S of that instant (the simulator's
+rule: the requests a worker takes as it becomes ready).
 """
 
 from __future__ import annotations
@@ -27,15 +36,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from gpuserve.config.scenario import Scenario
+from gpuserve.core.billing import BillingModel
 from gpuserve.core.clock import Clock
 from gpuserve.core.errors import ConfigError, GpuserveError
+from gpuserve.core.types import WorkerState
 from gpuserve.fidelity.plan import ColdStartLedger, JobPlan, job_plan, scale_spec
-from gpuserve.fidelity.recorder import RecordingBackend, WorkerRecorder
+from gpuserve.fidelity.recorder import RecordingBackend, WorkerRecorder, WorkerTrace
 from gpuserve.live.auth import hash_token
 from gpuserve.live.backend import LiveBackend
 from gpuserve.live.deployment import Deployment
+from gpuserve.live.ledger import Bill
 from gpuserve.live.registry import WorkerRegistry
 from gpuserve.live.runtime import Endpoint
 from gpuserve.live.settings import ServerSettings
@@ -51,6 +64,9 @@ Mode = Literal["sleep", "busy"]
 
 API_KEY = "sk-replay"
 WORKER_SCRIPT = Path(__file__).with_name("synthetic_worker.py")
+LB_WORKER_SCRIPT = Path(__file__).with_name("synthetic_lb_worker.py")
+HELD_AFTER_WALL_S = 0.05
+COLD_WITHIN_WALL_S = 0.1
 
 # The maintenance pass (deadlines, backend poll, controller wakes) runs every 20 ms: at
 # speedup 10 an idle worker is stopped within 0.2 scenario seconds of its keep-alive.
@@ -60,6 +76,7 @@ REPLAY_SETTINGS = ServerSettings(
     missed_heartbeats=5,
     tick_interval_s=0.5,
     maintenance_interval_s=0.02,
+    lb_health_interval_s=0.02,  # a load-balancing worker is seen ready within 20 ms of its first 200
 )
 _STATUS_CODE = {name: i for i, name in enumerate(JOB_STATUSES)}
 
@@ -79,7 +96,8 @@ class ReplayRun:
         if plots:
             from gpuserve.sim.plots import plot_run
 
-            paths += plot_run(self.result, out_dir)
+            # Titles name the scenario, as a simulated run's do, so the two sets of plots read alike.
+            paths += plot_run(self.result, out_dir, scenario=self.meta.get("scenario"))
         return paths
 
 
@@ -123,6 +141,30 @@ def _backend(name: BackendName, url: str, registry: WorkerRegistry, work: Path, 
     )
 
 
+def wall_billing(model: BillingModel, k: float) -> BillingModel:
+    """The scenario's billing model for a run K times faster: a wall second is K scenario seconds.
+
+    Prices per second go up K times and a scenario second is 1/K wall seconds, so the live
+    ledger's bill of the sped-up run is the bill of the scenario's timeline."""
+    return replace(
+        model,
+        prices_usd_per_gpu_s={key: price * k for key, price in model.prices_usd_per_gpu_s.items()},
+        price_usd_per_gb_s=model.price_usd_per_gb_s * k,
+        rounding_s=model.rounding_s / k,
+    )
+
+
+def add_ledger_columns(summary: pd.DataFrame, bills: dict[str, Bill], k: float) -> None:
+    """`ledger_gpu_s_billed` and `ledger_cost_usd`: what the live server's own ledger billed, per summary row."""
+    gpu_s, cost = [], []
+    for name in summary["endpoint"]:
+        chosen = [b for eid, b in bills.items() if name in (eid, "ALL")]
+        gpu_s.append(sum(b.gpu_s for b in chosen) * k)
+        cost.append(sum(b.cost_usd for b in chosen))
+    summary["ledger_gpu_s_billed"] = gpu_s
+    summary["ledger_cost_usd"] = cost
+
+
 def replay(
     scenario: Scenario,
     *,
@@ -132,8 +174,15 @@ def replay(
     work_dir: Path | None = None,
     settings: ServerSettings = REPLAY_SETTINGS,
     progress: Callable[[float, float], None] | None = None,
+    worker: Path = WORKER_SCRIPT,
+    worker_env: dict[str, str] | None = None,
 ) -> ReplayRun:
-    """Run the scenario live and return its records in scenario seconds (see the module docstring)."""
+    """Run the scenario live and return its records in scenario seconds (see the module docstring).
+
+    `worker` replaces the synthetic worker with another handler script (one that owns its
+    service time and cold start, as gpuserve/fidelity/real_worker.py does; it is handed the
+    same job inputs and may ignore them), `worker_env` adds to each worker's environment.
+    """
     if not speedup > 0:
         raise ConfigError("speedup", speedup, "must be positive")
     if backend not in ("process", "docker"):
@@ -141,6 +190,9 @@ def replay(
     if mode not in ("sleep", "busy"):
         raise ConfigError("mode", mode, "must be sleep or busy")
     cfg = scenario.config
+    lb_ids = [ep.spec.endpoint_id for ep in cfg.endpoints if ep.spec.is_load_balancer]
+    if lb_ids and backend != "process":
+        raise ConfigError("backend", backend, f"cannot replay load-balancing endpoints ({', '.join(lb_ids)}): use process")
     plan = job_plan(cfg)
     k = float(speedup)
     own_dir = work_dir is None
@@ -149,8 +201,10 @@ def replay(
     worker_dir = work / "worker"
     plans = worker_dir / "plans"
     plans.mkdir(parents=True, exist_ok=True)
-    handler = worker_dir / WORKER_SCRIPT.name
-    shutil.copyfile(WORKER_SCRIPT, handler)
+    handler = worker_dir / worker.name
+    shutil.copyfile(worker, handler)
+    lb_worker = worker_dir / LB_WORKER_SCRIPT.name
+    shutil.copyfile(LB_WORKER_SCRIPT, lb_worker)
     plan_env_dir = str(plans.resolve()) if backend == "process" else "/app/plans"
 
     clock_origin = {"t0": time.time()}
@@ -168,8 +222,11 @@ def replay(
                 "GPUSERVE_FIDELITY_DIR": plan_env_dir,
                 "GPUSERVE_FIDELITY_MODE": mode,
                 "GPUSERVE_FIDELITY_CONCURRENCY": str(ep.spec.concurrency_per_worker),
+                **(worker_env or {}),
             },
             sdk="gpuserve",
+            # A load-balancing endpoint: the synthetic HTTP worker, started by the process backend.
+            command=(sys.executable, str(lb_worker)) if ep.spec.is_load_balancer else None,
         )
         for ep in cfg.endpoints
     ]
@@ -194,7 +251,10 @@ def replay(
         backend=make_backend(backend, work),
         settings=settings,
         wrap_backend=recording,
+        billing=wall_billing(cfg.billing, k),
     )
+    for ep in cfg.endpoints:
+        server.runtime.ledger.price_as(ep.spec.endpoint_id, ep.spec.gpu_type, ep.spec.gpus_needed)
     recorder.attach(server.registry)
     store = server.store
 
@@ -214,6 +274,7 @@ def replay(
                     [plan.endpoint_ids[int(e)], float(a) / k, float(s) / k]
                     for e, a, s in zip(plan.endpoint_index, plan.arrival_s, plan.service_s, strict=True)
                 ],
+                "lb": lb_ids,
             }
         )
     )
@@ -244,8 +305,13 @@ def replay(
         sent = _wait_for_client(client, sent_path, len(plan), deadline_wall, work, progress, t0, k, cfg.duration_s)
         end_wall = _wait_for_jobs(store, sent, horizon_wall, deadline_wall, progress, t0, k, cfg.duration_s)
         recorder.close_all(end_wall)
-        jobs = {rec["job_id"]: store.get(rec["job_id"]) for rec in sent}
+        jobs = {rec["job_id"]: store.get(rec["job_id"]) for rec in sent if "job_id" in rec}
         raw, extra = _raw_records(scenario, plan, sent, jobs, recorder, end_wall, scen, t0)
+        # The server's own ledger, read at the run's end (wall GPU-seconds x K are scenario ones).
+        bills = {eid: server.runtime.ledger.endpoint_bill(eid, now_s=end_wall) for eid in plan.endpoint_ids}
+        # The backend's own start-up records (wall seconds, not scaled): what calibrate_from_run fits.
+        records = (server.backend.cold_start(w) if server.backend is not None else None for w in recorder.traces)
+        cold_starts = [r.as_dict() for r in records if r is not None]
     finally:
         server.stop(quiet=True)
         if client.poll() is None:
@@ -255,6 +321,7 @@ def replay(
     result = build_result(raw)
     result.jobs["scheduled_arrival_s"] = extra["scheduled_s"]
     result.jobs["service_planned_s"] = extra["service_s"]
+    add_ledger_columns(result.summary, bills, k)
     meta = {
         "scenario": scenario.name,
         "backend": backend,
@@ -267,6 +334,7 @@ def replay(
         "failed_jobs": extra["failed"],
         "scale_actions": [[round((t - clock_origin["t0"]) * k, 3), e, s, list(st)] for t, e, s, st in applied],
         "notes": _check(scenario),
+        "cold_starts": cold_starts,
         "work_dir": str(work),
     }
     if own_dir:
@@ -310,9 +378,11 @@ def _wait_for_jobs(
     k: float,
     duration_s: float,
 ) -> float:
-    """Wait until every job has ended and the horizon has passed; return the run's end (wall seconds)."""
-    pending = {r["job_id"] for r in sent}
-    last_end = 0.0
+    """Wait until every job has ended and the horizon has passed; return the run's end (wall seconds).
+
+    Load-balancing requests have ended already: the client waited for each answer."""
+    pending = {r["job_id"] for r in sent if "job_id" in r}
+    last_end = max((float(r["done_s"]) for r in sent if r.get("lb")), default=0.0)
     while True:
         now = time.time()
         for job_id in list(pending):
@@ -358,13 +428,33 @@ def _raw_records(
     service = np.empty(n)
     lag = np.empty(n)
     failed = 0
+    held: list[int] = []
+    rejected: list[int] = []
+    ready_wall = {t.worker_id: t.ready_s for t in traces}
+    spec_of = {e.spec.endpoint_id: e.spec for e in cfg.endpoints}
     for pos, rec in enumerate(sent):
         i = int(rec["i"])
-        job = jobs.get(rec["job_id"])
+        job = jobs.get(rec.get("job_id", ""))
         job_ep[pos] = ep_pos[plan.endpoint_ids[int(plan.endpoint_index[i])]]
         scheduled[pos] = float(plan.arrival_s[i])
         service[pos] = float(plan.service_s[i])
         lag[pos] = max(0.0, rec["sent_s"] - t0 - rec["at_s"])
+        if rec.get("lb"):
+            lb_spec = spec_of[plan.endpoint_ids[int(plan.endpoint_index[i])]].load_balancing
+            assert lb_spec is not None
+            outcome = _lb_outcome(rec, scen, lb_spec.request_timeout_s, ready_wall)
+            arrival[pos] = outcome.arrival_s
+            start.append(outcome.start_s)
+            end.append(outcome.end_s)
+            worker.append(index_of.get(rec.get("worker") or "", -1))
+            cold.append(outcome.cold)
+            status.append(_STATUS_CODE[outcome.status])
+            failed += outcome.status == "CANCELLED"
+            if outcome.held:
+                held.append(pos)
+            if outcome.status == "FAILED":
+                rejected.append(pos)
+            continue
         if job is None:
             arrival[pos] = scheduled[pos]
             start.append(float("nan"))
@@ -410,7 +500,7 @@ def _raw_records(
                 "gpu_type": spec.gpu_type,
                 "gpus": spec.gpus_needed,
                 "created_s": max(0.0, scen(t.created_s)),
-                "ready_s": scen(t.first_take_s) if t.first_take_s is not None else None,
+                "ready_s": _scen_or_none(scen, t.ready_s if spec.is_load_balancer else t.first_take_s),
                 "retired_s": scen(t.retired_s) if t.retired_s is not None and t.retired_s < end_wall else None,
                 "flash_resumed": t.stages.flash_resume_s > 0,
                 "image_pull_s": t.stages.image_pull_s,
@@ -419,11 +509,13 @@ def _raw_records(
                 "model_load_s": t.stages.model_load_s,
                 "flash_resume_s": t.stages.flash_resume_s,
                 # Measured: what the start took beyond the modelled stages (spawn, interpreter, SDK).
-                "platform_start_s": (
-                    scen(t.first_take_s) - scen(t.created_s) - (t.stages.total_s - t.stages.platform_start_s)
-                    if t.first_take_s is not None
-                    else None
-                ),
+                "platform_start_s": _platform_start_s(scen, t, t.ready_s if spec.is_load_balancer else t.first_take_s),
+                # The simulator's failure columns, read from what the registry recorded.
+                "crash_backoff_s": 0.0,
+                "crashed": any(iv[0] is WorkerState.UNHEALTHY for iv in t.intervals),
+                "crash_cause": "exit" if any(iv[0] is WorkerState.UNHEALTHY for iv in t.intervals) else "",
+                "crash_streak": 0,
+                "outdated": any(iv[0] is WorkerState.OUTDATED for iv in t.intervals),
             }
         )
     raw = RawRecords(
@@ -444,5 +536,49 @@ def _raw_records(
         end_s=end_s,
         config=cfg,
         controller_calls=0,
+        held=held,
+        rejected=rejected,
     )
     return raw, {"scheduled_s": scheduled, "service_s": service, "lag_s": lag, "failed": failed}
+
+
+def _scen_or_none(scen: Callable[[float], float], wall_s: float | None) -> float | None:
+    return None if wall_s is None else scen(wall_s)
+
+
+def _platform_start_s(scen: Callable[[float], float], t: WorkerTrace, ready_wall_s: float | None) -> float | None:
+    """What the start took beyond the modelled stages (spawn, interpreter, SDK or HTTP server)."""
+    if ready_wall_s is None:
+        return None
+    return scen(ready_wall_s) - scen(t.created_s) - (t.stages.total_s - t.stages.platform_start_s)
+
+
+@dataclass(frozen=True)
+class _LbOutcome:
+    arrival_s: float
+    start_s: float
+    end_s: float
+    status: str
+    held: bool
+    cold: bool
+
+
+def _lb_outcome(
+    rec: dict[str, Any], scen: Callable[[float], float], request_timeout_s: float, ready_wall: dict[str, float | None]
+) -> _LbOutcome:
+    """One load-balancing request's record (scenario seconds) from what the client saw of it."""
+    sent, done = float(rec["sent_s"]), float(rec["done_s"])
+    code = int(rec["status"])
+    status = {200: "COMPLETED", 504: "TIMED_OUT", 503: "FAILED"}.get(code, "CANCELLED")
+    began = rec.get("start_wall_s")
+    if began is not None:
+        start_s = scen(float(began))
+    elif status == "TIMED_OUT":
+        start_s = scen(done) - request_timeout_s  # the proxy gave up request_timeout_s after sending it on
+    else:
+        start_s = float("nan")
+    reached_wall = float(began) if began is not None else None
+    held = status == "FAILED" or (reached_wall is not None and reached_wall - sent > HELD_AFTER_WALL_S)
+    ready = ready_wall.get(rec.get("worker") or "")
+    cold = ready is not None and reached_wall is not None and sent < ready and reached_wall - ready <= COLD_WITHIN_WALL_S
+    return _LbOutcome(scen(sent), start_s, scen(done), status, held, cold)

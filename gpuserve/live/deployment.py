@@ -21,7 +21,7 @@ class Deployment:
     """What an endpoint runs, beyond its scaling spec: the handler or image, env and SDK flavour.
 
     `version` identifies what runs; when a new deployment of the same endpoint has another
-    version, the backend marks the old workers OUTDATED and replaces them one by one.
+    version, the runtime's rolling update marks the old workers OUTDATED and replaces them one by one.
     """
 
     spec: EndpointSpec
@@ -35,9 +35,21 @@ class Deployment:
     memory_limit_mib: int | None = None  # (docker)
     model_source: Literal["none", "host_cache", "baked", "volume"] = "none"
     model_path: str | None = None  # host folder (host_cache) or volume name (volume)
+    # Load-balancing endpoints: what starts the user's own HTTP server (argv; None: the image's
+    # CMD), the ports it listens on inside a container (the process backend picks free local
+    # ones and says so in PORT / PORT_HEALTH), and the path its health answers on.
+    command: tuple[str, ...] | None = None
+    port: int = 80
+    port_health: int | None = None  # None: the same as `port`
+    health_path: str = "/ping"
+    # Any label; a new one rolls the workers onto the same settings (`gpuserve deploy` of a handler
+    # file sets it to the file's digest, so an edited file replaces the workers).
+    revision: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+        if self.command is not None:
+            object.__setattr__(self, "command", tuple(self.command))
 
     @property
     def endpoint_id(self) -> str:
@@ -46,7 +58,7 @@ class Deployment:
     @property
     def version(self) -> str:
         """A digest of everything that changes what a worker runs (not the scaling numbers)."""
-        what = {
+        what: dict[str, object] = {
             "handler": self.handler_path,
             "image": self.image,
             "env": dict(sorted(self.env.items())),
@@ -59,4 +71,8 @@ class Deployment:
         }
         if self.python is not None:  # only when set, so existing versions keep their digests
             what["python"] = self.python
+        if self.revision is not None:
+            what["revision"] = self.revision
+        if self.spec.is_load_balancer:
+            what["lb"] = [list(self.command or ()), self.port, self.port_health, self.health_path]
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]

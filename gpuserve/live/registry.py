@@ -11,12 +11,20 @@ them, so nothing a lost worker held can be forgotten between two maintenance pas
 
 Every change happens under one lock and is announced to subscribers under that lock, in
 order (the fidelity recorder builds exact state timelines from them).
+
+On a store several servers share, a worker another server started may call this one (behind a
+reverse proxy, or after its own server died): it is entered as a *guest*, recognised by the
+token digest the store holds, with the jobs the store says it holds. A guest's calls are served
+like any worker's, but it is not this server's: `all`, `views` and `count` leave it out (no
+Controller counts it, no drain requeues its jobs), subscribers hear nothing of it, and its silence
+only makes it forgotten (its jobs' leases in the store decide whether they go back to the queue).
+A leader that adopts it (`claim`) makes it one of its own.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -38,6 +46,7 @@ class Lease:
 
     listed_s: float
     misses: int = 0  # heartbeats in a row that did not list it
+    attempt: int | None = None  # the store's fencing token for this take (store/base.py, `holds`)
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,17 @@ class LiveWorker:
     draining: bool = False  # stopPod, OUTDATED or stop requested: hand it no more jobs
     gpu_ids: tuple[int, ...] = ()
     token_hash: str = ""
+    # Load-balancing workers: where their own HTTP server answers, and the first 204 of its
+    # health path (INITIALIZING answered); their first 200 is `first_take_s` (ready).
+    upstream_url: str | None = None
+    health_url: str | None = None
+    first_initializing_s: float | None = None
+    failure: str | None = None  # UNHEALTHY: why, when the one who marked it said ("exited with code 1")
+    # When its start began: registration, or the moment it left THROTTLED (a GPU freed, Ray placed
+    # it). A start timeout counts from here, not from `created_s`: time spent waiting for a GPU is
+    # not time its server had to come up.
+    started_s: float = 0.0
+    guest: bool = False  # another server's worker calling this one (see the module's docstring)
 
     def view(self) -> WorkerView:
         return WorkerView(
@@ -74,13 +94,14 @@ class LiveWorker:
             in_flight=len(self.in_flight),
             capacity=self.capacity,
             idle_since_s=self.idle_since_s if self.state is WorkerState.IDLE else None,
+            failure=self.failure if self.state is WorkerState.UNHEALTHY else None,
         )
 
 
 class Change(StrEnum):
     """What happened to a worker, as told to subscribers."""
 
-    ADDED = "added"  # registered (spawned, adopted or revived under a fresh entry)
+    ADDED = "added"  # registered (spawned, adopted or revived under a fresh entry; a claimed guest)
     TOOK = "took"  # a job-take, with the ids it handed over (possibly none)
     JOB_ENDED = "job_ended"
     STATE = "state"  # set explicitly (THROTTLED, OUTDATED, UNHEALTHY, a revival's INITIALIZING)
@@ -107,6 +128,8 @@ class WorkerRegistry:
             self._listeners.append(listener)
 
     def _tell(self, w: LiveWorker, change: Change, now_s: float | None, job_ids: tuple[str, ...] = ()) -> None:
+        if w.guest:  # not this server's: nothing it bills, counts or records
+            return
         for listener in self._listeners:
             listener(w, change, now_s, job_ids)
 
@@ -133,6 +156,7 @@ class WorkerRegistry:
                 worker_id=worker_id,
                 endpoint_id=endpoint_id,
                 created_s=now_s,
+                started_s=now_s,
                 capacity=capacity,
                 spec_version=spec_version,
                 gpu_ids=gpu_ids,
@@ -142,19 +166,118 @@ class WorkerRegistry:
             self._tell(w, Change.ADDED, now_s)
         return token
 
-    def revive(self, worker_id: str, now_s: float, capacity: int, token: str) -> bool:
-        """A flash-boot resume: back to a fresh start (INITIALIZING until its next take, heard from now).
+    def add_guest(
+        self,
+        worker_id: str,
+        endpoint_id: str,
+        token_hash: str,
+        now_s: float,
+        *,
+        capacity: int,
+        spec_version: str,
+        seen: bool,
+        held: Mapping[str, int],
+        lists_jobs: bool = False,
+    ) -> LiveWorker:
+        """Enter another server's worker (see the module's docstring); the entry already there, if one is.
 
-        A paused process missed its heartbeats while parked, so it counts as heard from now.
-        False when the worker is no longer registered.
+        `held`: the jobs the store says it holds, each with its attempt. `seen`: it has called a
+        server before (it is past its start: IDLE or RUNNING, and its silence counts from now).
+        `lists_jobs`: its heartbeats list its jobs (so a held job they leave out is lost, `on_ping`).
+        """
+        with self._lock:
+            w = self._workers.get(worker_id)
+            if w is not None:
+                return w
+            w = LiveWorker(
+                worker_id=worker_id,
+                endpoint_id=endpoint_id,
+                created_s=now_s,
+                capacity=capacity,
+                spec_version=spec_version,
+                token_hash=token_hash,
+                started_s=now_s,
+                guest=True,
+                lists_jobs=lists_jobs,
+            )
+            if seen:
+                w.first_take_s = w.last_seen_s = now_s
+            w.in_flight = set(held)
+            w.leases = {job_id: Lease(now_s, attempt=attempt) for job_id, attempt in held.items()}
+            self._settle(w, now_s)
+            self._workers[worker_id] = w
+            return w
+
+    def claim(self, worker_id: str, now_s: float) -> bool:
+        """A guest adopted by this server's backend: from now on one of its own (announced as ADDED)."""
+        with self._lock:
+            w = self._workers.get(worker_id)
+            if w is None or not w.guest:
+                return False
+            w.guest = False
+            self._tell(w, Change.ADDED, now_s)
+            return True
+
+    def forget_guest(self, worker_id: str) -> bool:
+        """Drop a guest that stopped calling; what it held stays the store's business (its leases)."""
+        with self._lock:
+            w = self._workers.get(worker_id)
+            if w is None or not w.guest:
+                return False
+            del self._workers[worker_id]
+            return True
+
+    def guests(self, endpoint_id: str | None = None) -> list[LiveWorker]:
+        with self._lock:
+            return [w for w in self._workers.values() if w.guest and (endpoint_id is None or w.endpoint_id == endpoint_id)]
+
+    def ids(self) -> set[str]:
+        """Every worker entered here, guests included."""
+        with self._lock:
+            return set(self._workers)
+
+    def hold(self, worker_id: str, job_id: str, attempt: int | None, now_s: float) -> bool:
+        """Record a job the store says this worker holds though it was taken through another server."""
+        with self._lock:
+            w = self._workers.get(worker_id)
+            if w is None:
+                return False
+            w.in_flight.add(job_id)
+            w.leases[job_id] = Lease(now_s, attempt=attempt)
+            self._settle(w, now_s)
+            self._tell(w, Change.TOOK, now_s, (job_id,))
+            return True
+
+    def lists_jobs(self, worker_id: str) -> None:
+        """Its heartbeats list its jobs, as another server saw (see `on_ping`)."""
+        with self._lock:
+            w = self._workers.get(worker_id)
+            if w is not None:
+                w.lists_jobs = True
+
+    def holder_of(self, job_id: str) -> str | None:
+        """The worker entered here that holds `job_id`, if one does."""
+        with self._lock:
+            return next((w.worker_id for w in self._workers.values() if job_id in w.in_flight), None)
+
+    def revive(self, worker_id: str, now_s: float, capacity: int, token: str, restarted: bool = False) -> bool:
+        """A flash-boot resume: back to a fresh start (INITIALIZING until its next take).
+
+        A paused process missed its heartbeats while parked, so it counts as heard from now. A
+        `restarted` one (a stopped container started again) is a new process still booting: like
+        a cold start, its silence counts only from its first call, or a slow boot on a loaded
+        host would read as missed heartbeats and get it killed. False when the worker is no
+        longer registered.
         """
         with self._lock:
             w = self._workers.get(worker_id)
             if w is None:
                 return False
             w.first_take_s = None
-            w.last_seen_s = now_s
+            w.first_initializing_s = None
+            w.last_seen_s = None if restarted else now_s
             w.created_s = now_s
+            w.started_s = now_s
             w.capacity = capacity
             w.token_hash = hash_token(token)
             w.draining = False
@@ -186,16 +309,19 @@ class WorkerRegistry:
             return self._workers.get(worker_id)
 
     def all(self, endpoint_id: str | None = None) -> list[LiveWorker]:
+        """This server's workers (guests left out)."""
         with self._lock:
-            return [w for w in self._workers.values() if endpoint_id is None or w.endpoint_id == endpoint_id]
+            return [
+                w for w in self._workers.values() if not w.guest and (endpoint_id is None or w.endpoint_id == endpoint_id)
+            ]
 
     def count(self, endpoint_id: str) -> int:
         with self._lock:
-            return sum(1 for w in self._workers.values() if w.endpoint_id == endpoint_id)
+            return sum(1 for w in self._workers.values() if not w.guest and w.endpoint_id == endpoint_id)
 
     def views(self, endpoint_id: str) -> list[WorkerView]:
         with self._lock:
-            return [w.view() for w in self._workers.values() if w.endpoint_id == endpoint_id]
+            return [w.view() for w in self._workers.values() if not w.guest and w.endpoint_id == endpoint_id]
 
     # -- what the worker protocol reveals ---------------------------------------------------------
 
@@ -209,8 +335,10 @@ class WorkerRegistry:
                 w.state = WorkerState.IDLE
                 w.idle_since_s = now_s
 
-    def on_take(self, worker_id: str, job_ids: list[str], now_s: float) -> None:
-        """A job-take call (even an empty one) proves the worker is up and polling."""
+    def on_take(
+        self, worker_id: str, job_ids: list[str], now_s: float, attempts: Mapping[str, int] | None = None
+    ) -> None:
+        """A job-take call (even an empty one) proves the worker is up and polling; `attempts`: each job's token."""
         with self._lock:
             w = self._workers.get(worker_id)
             if w is None:
@@ -220,7 +348,7 @@ class WorkerRegistry:
                 w.first_take_s = now_s
             w.in_flight.update(job_ids)
             for job_id in job_ids:
-                w.leases[job_id] = Lease(now_s)
+                w.leases[job_id] = Lease(now_s, attempt=attempts.get(job_id) if attempts else None)
             self._settle(w, now_s)
             self._tell(w, Change.TOOK, now_s, tuple(job_ids))
 
@@ -288,11 +416,18 @@ class WorkerRegistry:
                 self._tell(w, Change.JOB_ENDED, now_s, tuple(unlisted))
             return Heartbeat(tuple(unlisted), strangers)
 
-    def set_state(self, worker_id: str, state: WorkerState, now_s: float | None = None) -> None:
+    def set_state(self, worker_id: str, state: WorkerState, now_s: float | None = None, *, reason: str | None = None) -> None:
+        """Set a worker's state; `reason` says why it is UNHEALTHY (kept until it leaves that state, the first one wins)."""
         with self._lock:
             w = self._workers.get(worker_id)
             if w is None:
                 return
+            if state is WorkerState.UNHEALTHY:
+                w.failure = w.failure if w.state is WorkerState.UNHEALTHY and w.failure else reason
+            else:
+                w.failure = None
+            if w.state is WorkerState.THROTTLED and state is not WorkerState.THROTTLED and now_s is not None:
+                w.started_s = now_s  # placed at last: its start begins now (see `started_s`)
             w.state = state
             if state is WorkerState.IDLE:
                 w.idle_since_s = now_s
@@ -306,6 +441,23 @@ class WorkerRegistry:
             if w is not None:
                 w.draining = draining
 
+    def set_upstream(self, worker_id: str, upstream_url: str, health_url: str) -> None:
+        """A load-balancing worker's own server: requests go to `upstream_url`, health polls to `health_url`."""
+        with self._lock:
+            w = self._workers.get(worker_id)
+            if w is not None:
+                w.upstream_url, w.health_url = upstream_url, health_url
+
+    def on_health_initializing(self, worker_id: str, now_s: float) -> None:
+        """A load-balancing worker's health path answered 204: its server is up, its model still loading."""
+        with self._lock:
+            w = self._workers.get(worker_id)
+            if w is None:
+                return
+            w.last_seen_s = now_s
+            if w.first_initializing_s is None:
+                w.first_initializing_s = now_s
+
     def set_gpus(self, worker_id: str, gpu_ids: tuple[int, ...]) -> None:
         with self._lock:
             w = self._workers.get(worker_id)
@@ -313,6 +465,13 @@ class WorkerRegistry:
                 w.gpu_ids = gpu_ids
 
     # -- the jobs workers hold ------------------------------------------------------------------
+
+    def attempt_of(self, worker_id: str, job_id: str) -> int | None:
+        """The fencing token the worker's take of this job got (None: not held here, or not recorded)."""
+        with self._lock:
+            w = self._workers.get(worker_id)
+            lease = w.leases.get(job_id) if w is not None else None
+            return lease.attempt if lease is not None else None
 
     def jobs_of(self, worker_id: str) -> list[str]:
         """The jobs a worker holds (registered or orphaned), sorted."""
@@ -349,7 +508,17 @@ class WorkerRegistry:
                 if w.last_seen_s is not None
                 and now_s - w.last_seen_s > timeout_s
                 and w.state is not WorkerState.UNHEALTHY
+                and not w.guest
             ]
+
+    def silent_guests(self, now_s: float, timeout_s: float) -> list[str]:
+        """Guests not heard from for `timeout_s` (calling another server now, or gone): to forget."""
+        with self._lock:
+            return sorted(
+                w.worker_id
+                for w in self._workers.values()
+                if w.guest and now_s - (w.last_seen_s if w.last_seen_s is not None else w.created_s) > timeout_s
+            )
 
     def unhealthy_holding_jobs(self) -> list[str]:
         """UNHEALTHY workers (a crash the backend saw, a failed check) that still hold jobs."""

@@ -114,9 +114,15 @@ class DoneWaiters:
         for fut in self._by_job.pop(job_id, []):
             resolve(fut)
 
+    def waited_on(self, job_id: str) -> bool:
+        return job_id in self._by_job
+
     def job_ids(self) -> list[str]:
         """The jobs someone waits on now (shutdown answers them)."""
         return list(self._by_job)
+
+
+_UNLISTED_TO_FORGET = 2  # heartbeats in a row without a told job before it is forgotten
 
 
 class StopSignals:
@@ -124,17 +130,20 @@ class StopSignals:
 
     A stop that reached the SDK between its take and the start of the job's task is dropped
     there ("no in-progress job"), so `resend_listed` sends it again while the worker's
-    heartbeat still lists the job.
+    heartbeat still lists the job. A told job is forgotten only once two heartbeats in a row
+    did not list it: the first heartbeat after a take may have been built before the take's
+    answer arrived, and forgetting on it lost the stop for good (the handler ran on).
     """
 
     def __init__(self) -> None:
         self._pending: dict[str, list[str]] = {}
         self._waiter: dict[str, asyncio.Future[None]] = {}
-        self._told: dict[str, set[str]] = {}  # worker -> jobs told to stop that it may still run
+        # worker -> jobs told to stop that it may still run -> heartbeats in a row that did not list it
+        self._told: dict[str, dict[str, int]] = {}
 
     def signal(self, worker_id: str, job_id: str) -> None:
         self._pending.setdefault(worker_id, []).append(job_id)
-        self._told.setdefault(worker_id, set()).add(job_id)
+        self._told.setdefault(worker_id, {}).setdefault(job_id, 0)
         fut = self._waiter.pop(worker_id, None)
         if fut is not None:
             resolve(fut)
@@ -145,9 +154,17 @@ class StopSignals:
             return
         listed = set(listed_job_ids)
         pending = set(self._pending.get(worker_id, ()))
-        for job_id in sorted(told & listed - pending):
+        for job_id in sorted(told.keys() & listed - pending):
             self.signal(worker_id, job_id)
-        told &= listed
+        for job_id in list(told):
+            if job_id in listed:
+                told[job_id] = 0
+            else:
+                told[job_id] += 1
+                if told[job_id] >= _UNLISTED_TO_FORGET:
+                    del told[job_id]
+        if not told:
+            del self._told[worker_id]
 
     def told(self, worker_id: str, job_id: str) -> bool:
         """Whether the worker was told to stop this job and may still run it (then resends follow its heartbeats)."""

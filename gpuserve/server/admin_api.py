@@ -1,17 +1,14 @@
-"""Operator routes for the CLI: endpoints with worker states and queue depth, a worker's logs, deploying an image."""
+"""Operator routes for the CLI: endpoints with worker states, queue depth and cost, an endpoint's bill (deploy and updates: endpoints_api.py)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gpuserve.core.errors import ConfigError
-from gpuserve.live.runtime import Endpoint, Runtime
-from gpuserve.server.http import ApiError, client_auth, endpoint_or_404, json_response, runtime_of
+from gpuserve.live.runtime import Runtime
+from gpuserve.server.http import ApiError, admin_auth, client_auth, endpoint_or_404, json_response, runtime_of
 
 __all__ = ["router"]
 
@@ -19,7 +16,12 @@ router = APIRouter(prefix="/api", tags=["operator"])
 
 
 def _visible(rt: Runtime, request: Request) -> list[str]:
-    """Endpoints the caller's key opens (every endpoint with no keys is open)."""
+    """Endpoints the caller's key opens (every endpoint with no keys is open); an admin key sees them all."""
+    try:  # the operator runs `gpuserve endpoints` with the key that then opens logs, exec and updates
+        admin_auth(rt, request, "listing endpoints")
+        return list(rt.endpoints)
+    except ApiError:
+        pass
     visible = []
     for eid, ep in rt.endpoints.items():
         try:
@@ -39,11 +41,16 @@ async def endpoints(request: Request) -> Response:
     out: list[dict[str, Any]] = []
     for eid in _visible(rt, request):
         spec = rt.endpoints[eid].deployment.spec
-        stats = rt.store.stats(eid, now)
+        if eid in rt.lb:  # held requests queued, in-flight ones in progress
+            stats, counts = rt.queue_stats(eid, now), rt.store.health(eid)
+        else:
+            stats, counts = await rt.io(lambda e=eid: (rt.store.stats(e, now), rt.store.health(e)))
         last = rt.controller.last_step(eid) if rt.controller is not None else None
+        bills = rt.ledger.worker_bills(eid, now)
         out.append(
             {
                 "id": eid,
+                "type": spec.kind.value,
                 "policy": spec.policy.name,
                 "minWorkers": spec.scaling.min_workers,
                 "maxWorkers": spec.scaling.max_workers,
@@ -53,7 +60,7 @@ async def endpoints(request: Request) -> Response:
                     "inProgress": stats.in_progress,
                     "oldestQueuedAgeS": round(stats.oldest_queued_age_s, 3),
                 },
-                "jobs": rt.store.health(eid),
+                "jobs": counts,
                 "workers": [
                     {
                         "id": w.worker_id,
@@ -62,54 +69,41 @@ async def endpoints(request: Request) -> Response:
                         "capacity": w.capacity,
                         "ageS": round(max(0.0, now - w.created_s), 1),
                         "idleForS": round(w.idle_for_s(now), 1),
+                        "costUsd": bills[w.worker_id].cost_usd if w.worker_id in bills else 0.0,
+                        "failure": w.failure,  # UNHEALTHY: why (an exit code, an image that cannot be pulled)
                     }
                     for w in rt.worker_views(eid)
                 ],
                 "lastDecision": last.decision.reason if last is not None else None,
+                "cost": _cost_summary(rt, eid, now),
             }
         )
     return json_response({"endpoints": out})
 
 
-@router.get("/workers/{worker_id}/logs", summary="The last lines a worker wrote (stdout and stderr)")
-async def worker_logs(request: Request, worker_id: str, tail: int = 200) -> Response:
-    rt = runtime_of(request)
-    if tail < 1:
-        raise ApiError(422, f"tail must be at least 1, was {tail}")
-    visible = _visible(rt, request)
-    worker = rt.registry.get(worker_id)
-    if worker is not None and worker.endpoint_id not in visible:
-        raise ApiError(401, f"the API key does not open endpoint {worker.endpoint_id!r} of worker {worker_id!r}")
-    if rt.backend is None:
-        raise ApiError(404, "this server runs no backend, so it keeps no worker logs")
-    try:
-        text = rt.backend.logs(worker_id, tail)
-    except LookupError as exc:
-        raise ApiError(404, f"worker {worker_id!r} is unknown ({exc})") from None
-    return json_response({"workerId": worker_id, "logs": text})
+def _cost_summary(rt: Runtime, endpoint_id: str, now_s: float) -> dict[str, float]:
+    bill = rt.ledger.endpoint_bill(endpoint_id, now_s)
+    return {"costUsd": bill.cost_usd, "gpuSeconds": bill.gpu_s}
 
 
-@router.post("/endpoints/{endpoint_id}/deploy", summary="Run a new image on an endpoint: a rolling update")
-async def deploy(request: Request, endpoint_id: str) -> Response:
-    """Body `{"image": TAG}`. Running workers turn OUTDATED, finish their job and are replaced on TAG."""
+@router.get("/endpoints/{endpoint_id}/cost", summary="What an endpoint cost: by worker state and per worker, since start or over a window")
+async def endpoint_cost(request: Request, endpoint_id: str, window_s: float | None = None) -> Response:
+    """`window_s`: only the last this many seconds, pro rata (per-second rounding applies to whole lives, since start)."""
     rt = runtime_of(request)
     ep = endpoint_or_404(rt, endpoint_id)
     client_auth(rt, ep, request)
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise ApiError(400, "the body must be JSON like {\"image\": \"TAG\"}") from None
-    image = body.get("image") if isinstance(body, dict) else None
-    if not isinstance(image, str) or not image.strip():
-        raise ApiError(422, f"image must be a non-empty string, was {image!r}")
-    # The image's own command runs now, not a handler file from the host.
-    new = dataclasses.replace(ep.deployment, image=image.strip(), handler_path=None)
-    if rt.backend is not None:
-        try:
-            rt.backend.configure(new)
-        except ConfigError as exc:
-            raise ApiError(422, str(exc)) from None
-    rt.endpoints[endpoint_id] = Endpoint(new, ep.key_hashes)
+    ledger = rt.ledger
+    if window_s is not None and not (0 < window_s <= ledger.retention_s):
+        raise ApiError(422, f"window_s must be more than 0 and at most {ledger.retention_s:g}, was {window_s:g}")
+    now = rt.clock.now_s()
+    total = ledger.endpoint_bill(endpoint_id, now, window_s)
+    workers = ledger.worker_bills(endpoint_id, now, window_s)
     return json_response(
-        {"id": endpoint_id, "image": new.image, "version": new.version, "previousVersion": ep.deployment.version}
+        {
+            "id": endpoint_id,
+            "windowS": window_s,
+            "billing": ledger.model.describe(),
+            **total.to_json(),
+            "workers": {wid: bill.to_json() for wid, bill in sorted(workers.items())},
+        }
     )

@@ -9,10 +9,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
+from gpuserve.core.errors import StoreError
+from gpuserve.live.history import History, Sampling
 from gpuserve.live.runtime import Runtime
-from gpuserve.server import admin_api, client_api, worker_api
+from gpuserve.server import admin_api, client_api, dashboard_api, endpoints_api, openapi, ops_api, worker_api
 from gpuserve.server.http import ApiError, json_response
+from gpuserve.server.limits import STORE_RETRY_AFTER_S
 
 __all__ = ["create_app"]
 
@@ -25,12 +29,17 @@ def _field_of(loc: tuple[Any, ...]) -> str:
 def create_app(runtime: Runtime) -> FastAPI:
     """An app serving `runtime`; the runtime starts with the app (lifespan) and stops with it."""
 
+    # The dashboard's charts: one sample a second, bounded (gpuserve.live.history).
+    sampling = Sampling(History(runtime))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        sampling.start()
         try:
             yield
         finally:
+            await sampling.stop()
             await runtime.stop()
 
     app = FastAPI(
@@ -45,10 +54,25 @@ def create_app(runtime: Runtime) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.dashboard_history = sampling.history
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
         return json_response({"error": exc.message}, exc.status_code, exc.headers)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> Response:
+        # Write first, then tell: nothing changed, so the caller may simply try again.
+        runtime.store_failed(exc.reason)
+        return json_response(
+            {"error": f"the job store could not write ({exc.reason}); nothing was changed, retry later"},
+            503,
+            {"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=400)  # the client left mid-body: nobody reads it, no traceback logged
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -59,4 +83,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(client_api.router)
     app.include_router(worker_api.router)
     app.include_router(admin_api.router)
+    app.include_router(ops_api.router)
+    app.include_router(dashboard_api.router)
+    app.include_router(endpoints_api.router)
+    openapi.install(app)  # every route's error answers in /openapi.json
     return app

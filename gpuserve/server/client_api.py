@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from gpuserve.core.errors import IllegalTransitionError, NotFoundError
 from gpuserve.core.jobs import JobStatus
 from gpuserve.live.runtime import Endpoint, Runtime
+from gpuserve.server.admission import Admission
 from gpuserve.server.http import (
     ApiError,
     client_auth,
@@ -27,6 +28,7 @@ from gpuserve.server.limits import (
     EXECUTION_TIMEOUT_MS,
     POLICY_RANGES_MS,
     RUNSYNC_WAIT_MS,
+    STORE_RETRY_AFTER_S,
     TTL_MS,
 )
 from gpuserve.store.base import Job
@@ -44,12 +46,19 @@ class StatusBody(BaseModel):
     workerId: str | None = None
     output: Any = None
     error: str | None = Field(None, description="set when FAILED or TIMED_OUT")
+    waiting: dict[str, Any] | None = Field(
+        None, description="IN_QUEUE only (gpuserve's own; the runpod SDK ignores it): {code, reason, position}"
+    )
 
 
 class StreamBody(BaseModel):
     id: str
     status: str
     stream: list[dict[str, Any]] = Field(description='chunks not handed out before, each {"output": chunk}')
+    attempt: int | None = Field(
+        None,
+        description="gpuserve's own: the run the chunks come from; when it grows, the job re-ran and its stream restarted",
+    )
 
 
 class PurgeBody(BaseModel):
@@ -58,8 +67,12 @@ class PurgeBody(BaseModel):
 
 
 class HealthBody(BaseModel):
-    jobs: dict[str, int]
+    jobs: dict[str, int] | None = Field(None, description="queue endpoints: jobs by status")
     workers: dict[str, int]
+    requests: dict[str, int] | None = Field(
+        None, description="load-balancing endpoints: requests in_flight, held, total, rejected"
+    )
+    waiting: dict[str, Any] | None = Field(None, description="jobs queued: why the next one waits {code, reason, inQueue}")
 
 
 _JOB_REQUEST_SCHEMA: dict[str, Any] = {
@@ -72,7 +85,13 @@ _JOB_REQUEST_SCHEMA: dict[str, Any] = {
                     "required": ["input"],
                     "properties": {
                         "input": {"type": "object", "description": "handed to the handler as job['input']"},
-                        "webhook": {"type": "string", "description": "POSTed the /status body on a terminal state"},
+                        "webhook": {
+                            "type": "string",
+                            "format": "uri",
+                            "pattern": "^https?://",
+                            "description": "an http(s) URL, POSTed the /status body on a terminal state (loopback and "
+                            "private targets are refused unless server.webhook_allowed_networks names them)",
+                        },
                         "policy": {
                             "type": "object",
                             "properties": {
@@ -146,6 +165,10 @@ async def _submit(request: Request, endpoint_id: str, *, sync: bool) -> tuple[Ru
     rt = runtime_of(request)
     ep = endpoint_or_404(rt, endpoint_id)
     client_auth(rt, ep, request)
+    if endpoint_id in rt.lb:
+        raise ApiError(
+            400, f"endpoint {endpoint_id!r} is a load_balancer endpoint with no job queue: send requests to /lb/{endpoint_id}/<path>"
+        )
     if rt.closing:
         retry_after_s = math.ceil(rt.drain_left_s()) + 1
         raise ApiError(
@@ -153,11 +176,24 @@ async def _submit(request: Request, endpoint_id: str, *, sync: bool) -> tuple[Ru
             f"the server is shutting down and accepts no new jobs; retry after {retry_after_s} s",
             {"Retry-After": str(retry_after_s)},
         )
+    if rt.read_only is not None:
+        raise ApiError(
+            503,
+            f"the server is read-only: its job store cannot write ({rt.read_only}); no new jobs until it can,"
+            f" retry after {STORE_RETRY_AFTER_S} s",
+            {"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
+    admission: Admission | None = getattr(request.app.state, "admission", None)
+    if admission is not None:
+        await _admit_queued(rt, ep, admission)
     limit = rt.settings.max_runsync_bytes if sync else rt.settings.max_run_bytes
-    raw = await read_body(request, limit, "runsync" if sync else "run")
+    raw = await read_body(request, limit, "runsync" if sync else "run", admission.bodies if admission else None)
     req = parse_job_request(parse_json(raw), ep, rt.settings.default_ttl_s)
+    webhook = req.payload.get("webhook")
+    if webhook is not None and (reason := await rt.webhooks.refusal(webhook)) is not None:
+        raise ApiError(400, f"webhook {webhook!r:.200} is refused: it {reason}")
     retention_s = rt.settings.runsync_retention_s if sync else rt.settings.run_retention_s
-    job = rt.submit(
+    job = await rt.submit(
         endpoint_id,
         req.payload,
         low_priority=req.low_priority,
@@ -168,8 +204,26 @@ async def _submit(request: Request, endpoint_id: str, *, sync: bool) -> tuple[Ru
     return rt, job
 
 
-def _job_or_404(rt: Runtime, endpoint_id: str, job_id: str) -> Job:
-    job = rt.store.get(job_id)
+async def _admit_queued(rt: Runtime, ep: Endpoint, admission: Admission) -> None:
+    """429 when the endpoint already holds its cap of queued jobs (Runpod: more than 50 and 500 per max worker)."""
+    endpoint_id = ep.endpoint_id
+    cap = admission.queue_cap(ep.deployment.spec.scaling.max_workers)
+    now_s = rt.clock.now_s()
+    if cap is not None and admission.queues.stale(endpoint_id, now_s):
+        stats = await rt.io(rt.store.stats, endpoint_id, now_s)  # off the event loop for a blocking store
+        admission.queues.observe(endpoint_id, stats.in_queue, now_s)
+    queued = admission.queues.admit(endpoint_id, cap)
+    if queued is not None:
+        raise ApiError(
+            429,
+            f"endpoint {endpoint_id!r} has {queued} jobs queued, its limit is {cap} (server.limits.max_queued_jobs); "
+            "retry after 1 s",
+            {"Retry-After": "1"},
+        )
+
+
+async def _job_or_404(rt: Runtime, endpoint_id: str, job_id: str) -> Job:
+    job = await rt.io(rt.store.get, job_id)
     if job is None or job.endpoint_id != endpoint_id:
         raise ApiError(404, f"job {job_id!r} does not exist on endpoint {endpoint_id!r} (or its result expired)")
     return job
@@ -197,8 +251,7 @@ async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -
     if wait is not None and not RUNSYNC_WAIT_MS[0] <= wait <= RUNSYNC_WAIT_MS[1]:
         raise ApiError(422, f"wait must be in [{RUNSYNC_WAIT_MS[0]}, {RUNSYNC_WAIT_MS[1]}] ms, was {wait}")
     rt, job = await _submit(request, endpoint_id, sync=True)
-    await rt.wait_done(job.id, (wait or DEFAULT_RUNSYNC_WAIT_MS) / 1000.0)
-    current = rt.store.get(job.id)
+    current = await rt.wait_done(job.id, (wait or DEFAULT_RUNSYNC_WAIT_MS) / 1000.0, submitted=job)
     if current is None:
         raise ApiError(404, f"job {job.id!r} was deleted before it ended (ttl expired or queue purged)")
     if current.status.is_terminal:
@@ -210,7 +263,13 @@ async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -
 @router.post("/status/{job_id}", response_model=StatusBody, summary="A job's status (POST)", operation_id="status_post")
 async def status(request: Request, endpoint_id: str, job_id: str) -> Response:
     rt = _authorized(request, endpoint_id)
-    return json_response(_job_or_404(rt, endpoint_id, job_id).status_body())
+    job = await _job_or_404(rt, endpoint_id, job_id)
+    body = job.status_body()
+    if job.status is JobStatus.IN_QUEUE:  # only a queued job pays for the explanation
+        waiting = await rt.waiting(job)
+        if waiting is not None:
+            body["waiting"] = waiting.as_json()
+    return json_response(body)
 
 
 @router.get(
@@ -222,14 +281,16 @@ async def status(request: Request, endpoint_id: str, job_id: str) -> Response:
 @router.post("/stream/{job_id}", response_model=StreamBody, summary="Stream (POST)", operation_id="stream_post")
 async def stream(request: Request, endpoint_id: str, job_id: str) -> Response:
     rt = _authorized(request, endpoint_id)
-    job = _job_or_404(rt, endpoint_id, job_id)
+    job = await _job_or_404(rt, endpoint_id, job_id)
     status_value = job.status.value  # read before the chunks: a final status never precedes its last chunk
-    chunks = rt.store.read_chunks(job_id)
+    read = await rt.io(rt.store.read_stream, job_id)
+    attempt, chunks = read if read is not None else (job.attempt, [])
     if job.status is JobStatus.CANCELLED and not chunks:
         # runpod's stream() polls until COMPLETED, FAILED or TIMED_OUT, so a CANCELLED answer would
         # keep it polling forever; an error ends it (no `status` key: the asyncio client reads it).
         raise ApiError(410, f"job {job_id!r} was cancelled; its stream has ended")
-    body: dict[str, Any] = {"id": job.id, "status": status_value, "stream": [{"output": c} for c in chunks]}
+    # One reply holds one attempt's chunks; a client that collects them starts over when `attempt` grows.
+    body: dict[str, Any] = {"id": job.id, "status": status_value, "stream": [{"output": c} for c in chunks], "attempt": attempt}
     if job.error is not None and job.status.is_terminal:
         body["error"] = job.error
     return json_response(body)
@@ -239,8 +300,8 @@ async def stream(request: Request, endpoint_id: str, job_id: str) -> Response:
 @router.get("/cancel/{job_id}", summary="Cancel (GET)", operation_id="cancel_get")
 async def cancel(request: Request, endpoint_id: str, job_id: str) -> Response:
     rt = _authorized(request, endpoint_id)
-    _job_or_404(rt, endpoint_id, job_id)
-    job = rt.cancel(job_id)
+    await _job_or_404(rt, endpoint_id, job_id)
+    job = await rt.cancel(job_id)
     if job is None:
         raise ApiError(404, f"job {job_id!r} does not exist on endpoint {endpoint_id!r} (or its result expired)")
     return json_response({"id": job.id, "status": job.status.value})
@@ -249,9 +310,9 @@ async def cancel(request: Request, endpoint_id: str, job_id: str) -> Response:
 @router.post("/retry/{job_id}", summary="Requeue a FAILED or TIMED_OUT job under the same id")
 async def retry(request: Request, endpoint_id: str, job_id: str) -> Response:
     rt = _authorized(request, endpoint_id)
-    job = _job_or_404(rt, endpoint_id, job_id)
+    job = await _job_or_404(rt, endpoint_id, job_id)
     try:
-        job = rt.retry(job_id)
+        job = await rt.retry(job_id)
     except IllegalTransitionError:
         raise ApiError(
             409, f"job {job_id!r} is {job.status.value}; only FAILED or TIMED_OUT jobs can be retried"
@@ -264,10 +325,10 @@ async def retry(request: Request, endpoint_id: str, job_id: str) -> Response:
 @router.post("/purge-queue", response_model=PurgeBody, summary="Delete every queued job of the endpoint")
 async def purge_queue(request: Request, endpoint_id: str) -> Response:
     rt = _authorized(request, endpoint_id)
-    return json_response({"removed": rt.store.purge(endpoint_id), "status": "completed"})
+    return json_response({"removed": await rt.io(rt.store.purge, endpoint_id), "status": "completed"})
 
 
 @router.get("/health", response_model=HealthBody, summary="Job counts and worker states")
 async def health(request: Request, endpoint_id: str) -> Response:
     rt = _authorized(request, endpoint_id)
-    return json_response(rt.health(endpoint_id))
+    return json_response(await rt.health(endpoint_id))

@@ -17,9 +17,12 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
+from gpuserve.core.errors import StoreError
 from gpuserve.server import client_api, worker_api
 from gpuserve.server.http import ApiError
+from gpuserve.server.metrics import COUNTED, HttpCounts, call_counted, route_of
 
 __all__ = ["FastPath"]
 
@@ -66,9 +69,13 @@ class FastPath:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
+        # Requests by method, route and status (gpuserve.server.metrics), counted here for the hot
+        # routes: the response's status is at hand, so no wrapper around `send` is needed.
+        self.counts: HttpCounts | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            counts = self.counts if COUNTED not in scope else None
             parts = scope["path"].split("/")
             # A `{param}` of a FastAPI route matches one or more characters, so a path with an
             # empty segment (`/v2//run`) is not a route there: FastAPI answers its 404.
@@ -78,9 +85,18 @@ class FastPath:
                 except _ToFastApi:
                     call = None
                 if call is not None:
-                    response = await self._answer(scope, receive, call)
-                    await response(scope, receive, send)  # type: ignore[arg-type]
+                    status = 500
+                    try:
+                        response = await self._answer(scope, receive, call)
+                        status = response.status_code
+                        await response(scope, receive, send)  # type: ignore[arg-type]
+                    finally:
+                        if counts is not None:
+                            counts[(scope["method"], route_of(scope["path"]), status)] += 1
                     return
+            if counts is not None:
+                await call_counted(self.app, scope, receive, send, counts)  # type: ignore[arg-type]
+                return
         await self.app(scope, receive, send)  # type: ignore[arg-type]
 
     async def _answer(self, scope: Scope, receive: Receive, call: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -88,10 +104,14 @@ class FastPath:
         request = Request(scope, receive)
         try:
             return await call(request)
-        except ApiError as exc:
+        except (ApiError, StoreError) as exc:
             # The app's own handler, so an error reads the same on both paths.
-            answer = self.app.exception_handlers[ApiError](request, exc)
+            answer = self.app.exception_handlers[type(exc)](request, exc)
             return await answer if isinstance(answer, Awaitable) else answer
+        except ClientDisconnect:
+            # The client left (or its body timed out, conn_guard.py) mid-body: nobody reads an answer,
+            # and a traceback per such request would be a log an attacker writes.
+            return Response(status_code=400)
 
     def _route(self, scope: Scope, parts: list[str]) -> Callable[[Request], Awaitable[Response]] | None:
         """The handler call for a hot route, its query already read; None for any other request."""

@@ -16,10 +16,11 @@ from starlette.requests import ClientDisconnect
 from gpuserve.live.auth import hash_token
 from gpuserve.live.registry import LiveWorker
 from gpuserve.live.runtime import Endpoint, Runtime
-from gpuserve.live.settings import MIB
+from gpuserve.live.settings import MB
+from gpuserve.server.admission import BodyBudget
 from gpuserve.server.limits import MAX_JSON_DEPTH
 
-__all__ = ["ApiError", "client_auth", "endpoint_or_404", "json_response", "read_body", "worker_auth"]
+__all__ = ["ApiError", "admin_auth", "client_auth", "endpoint_or_404", "json_response", "read_body", "worker_auth"]
 
 
 class ApiError(Exception):
@@ -67,9 +68,38 @@ def client_auth(rt: Runtime, ep: Endpoint, request: Request) -> None:
         raise ApiError(401, f"missing or invalid API key for endpoint {ep.endpoint_id!r}")
 
 
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def admin_auth(rt: Runtime, request: Request, action: str) -> None:
+    """Operator routes (`action`: "deploy", "worker logs", "exec") take an admin key; a client key gets 403.
+
+    The admin keys are `server.admin_keys`; a file without them keeps its top-level `api_keys`
+    (valid for every endpoint) as the admin keys. A file with no keys at all is open on
+    loopback only. Endpoint keys and worker tokens never open an operator route.
+    """
+    admins = rt.admin_key_hashes or rt.global_key_hashes
+    key = _bearer(request)
+    digest = hash_token(key) if key else ""
+    if not admins:
+        if any(ep.key_hashes for ep in rt.endpoints.values()):
+            raise ApiError(403, f"{action} needs an admin key, and this server has none: set server.admin_keys")
+        client = request.client.host if request.client is not None else ""
+        if client not in _LOOPBACK:
+            raise ApiError(403, f"{action} needs an admin key; with no keys configured it is open on 127.0.0.1 only")
+        return
+    if digest in admins:
+        return
+    if digest and (digest in rt.global_key_hashes or any(digest in ep.key_hashes for ep in rt.endpoints.values())):
+        raise ApiError(403, f"{action} needs the admin role (a key in server.admin_keys); this key is a client key")
+    raise ApiError(401, f"missing or invalid admin key ({action} needs a key in server.admin_keys)")
+
+
 async def worker_auth(rt: Runtime, endpoint_id: str, worker_id: str, request: Request, *, slow: bool = False) -> LiveWorker:
-    """Worker routes take the worker's own token (raw, as the SDK sends it); client keys do not work here."""
-    worker = rt.registry.authenticate(worker_id, _bearer(request))
+    """Worker routes take the worker's own token (raw, as the SDK sends it); client keys do not work here.
+
+    On a shared store, a worker another server started is recognised by the digest of its token there."""
+    worker = await rt.authenticate_worker(endpoint_id, worker_id, _bearer(request))
     if worker is None or worker.endpoint_id != endpoint_id:
         if slow:
             # The SDK retries a failed take at once; make a rejected worker's loop cheap.
@@ -78,33 +108,65 @@ async def worker_auth(rt: Runtime, endpoint_id: str, worker_id: str, request: Re
     return worker
 
 
-async def read_body(request: Request, limit_bytes: int, route: str) -> bytes:
-    """The request body, refused with 413 past `limit_bytes` (checked on the header, then while reading)."""
+async def read_body(request: Request, limit_bytes: int, route: str, budget: BodyBudget | None = None) -> bytes:
+    """The request body, refused with 413 past `limit_bytes` (checked on the header, then while reading).
+
+    With a `budget`, the body's bytes are reserved in it while they are received (the declared
+    Content-Length at once): a budget that cannot hold them answers 503 with Retry-After.
+    """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
-        raise _too_big(limit_bytes, route)
-    # ASGI receive() directly rather than request.stream(): the routes read the body once, and
-    # the async generator costs more than the read on a small body.
-    receive = request.receive
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit_bytes:
-                raise _too_big(limit_bytes, route)
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    declared_bytes = int(declared) if declared is not None and declared.isdigit() else None
+    if declared_bytes is not None and declared_bytes > limit_bytes:
+        raise _too_big(limit_bytes, route, declared_bytes)
+    reserved = 0
+    if budget is not None and declared_bytes:
+        if not budget.reserve(declared_bytes):
+            raise _budget_full(budget)
+        reserved = declared_bytes
+    try:
+        # ASGI receive() directly rather than request.stream(): the routes read the body once, and
+        # the async generator costs more than the read on a small body.
+        receive = request.receive
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit_bytes:
+                    raise _too_big(limit_bytes, route)
+                if budget is not None and size > reserved:
+                    if not budget.reserve(size - reserved):
+                        raise _budget_full(budget)
+                    reserved = size
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        if budget is not None:
+            budget.release(reserved)
 
 
-def _too_big(limit_bytes: int, route: str) -> ApiError:
-    return ApiError(413, f"request body exceeds the {limit_bytes // MIB} MB limit of /{route}")
+def _too_big(limit_bytes: int, route: str, declared_bytes: int | None = None) -> ApiError:
+    # The limit as Runpod documents it (decimal MB) and the exact bytes, so nobody guesses at MiB.
+    # A body sent without Content-Length is refused where it passed the limit: its size is unknown.
+    size = "" if declared_bytes is None else f" of {declared_bytes} bytes"
+    return ApiError(
+        413, f"request body{size} exceeds the {limit_bytes / MB:g} MB ({limit_bytes} bytes) limit of /{route}"
+    )
+
+
+def _budget_full(budget: BodyBudget) -> ApiError:
+    return ApiError(
+        503,
+        f"the server is receiving {budget.held_bytes} bytes of request bodies, its limit is {budget.cap_bytes} "
+        "(server.limits.max_body_bytes_in_flight); retry after 1 s",
+        {"Retry-After": "1"},
+    )
 
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included (unrolled: one step per run)

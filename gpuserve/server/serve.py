@@ -11,9 +11,14 @@ from typing import Any
 import uvicorn
 
 from gpuserve.live.runtime import Runtime
+from gpuserve.server.admission import Admission, BodyBudget
 from gpuserve.server.app import create_app
+from gpuserve.server.conn_guard import guarded_protocol
 from gpuserve.server.corked import CorkedHttpToolsProtocol
 from gpuserve.server.fastpath import FastPath
+from gpuserve.server.lb_proxy import LbProxy
+from gpuserve.server.limits import HttpLimits
+from gpuserve.server.rate_limit import RateLimit
 
 __all__ = ["GracefulServer", "ServerThread", "bind_socket", "url_of", "uvicorn_config"]
 
@@ -37,13 +42,16 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-def uvicorn_config(app: Any, log_level: str = "warning") -> uvicorn.Config:
+def uvicorn_config(app: Any, log_level: str = "warning", limits: HttpLimits | None = None) -> uvicorn.Config:
+    """`limits`: the connection limits (conn_guard.py) and uvicorn's limit_concurrency; None: neither."""
     return uvicorn.Config(
         app,
         log_level=log_level,
         access_log=False,
         loop="uvloop",
-        http=CorkedHttpToolsProtocol,  # httptools, one send() per response
+        # httptools, one send() per response; with limits, also bounded headers and read timeouts
+        http=CorkedHttpToolsProtocol if limits is None else guarded_protocol(limits),
+        limit_concurrency=None if limits is None else limits.max_connections,
         lifespan="on",
         # Long polls hold connections open; do not wait them out on shutdown.
         timeout_graceful_shutdown=1,
@@ -67,18 +75,33 @@ class GracefulServer(uvicorn.Server):
 class ServerThread:
     """A real uvicorn server for one runtime in a background thread, on a socket bound beforehand."""
 
-    def __init__(self, runtime: Runtime, sock: socket.socket, fast_path: bool = True, log_level: str = "warning") -> None:
+    def __init__(
+        self, runtime: Runtime, sock: socket.socket, fast_path: bool = True, log_level: str = "warning",
+        limits: HttpLimits | None = None,
+    ) -> None:
         self._sock = sock
         self.url = url_of(sock)
         self.runtime = runtime
+        self.limits = HttpLimits() if limits is None else limits
         self.app = create_app(runtime)
-        self._server = GracefulServer(uvicorn_config(FastPath(self.app) if fast_path else self.app, log_level), runtime)
+        self.app.state.admission = Admission(self.limits.queue_cap, BodyBudget(self.limits.max_body_bytes_in_flight))
+        self.fast_path = FastPath(self.app) if fast_path else None
+        inner: Any = self.fast_path or self.app
+        self.rate_limit = RateLimit(inner, runtime, self.limits.rate_limits) if self.limits.rate_limits else None
+        inner = self.rate_limit or inner
+        # Load-balancing endpoints' requests go to their workers before anything else sees them.
+        self.lb_proxy = LbProxy(inner, runtime)
+        self._server = GracefulServer(uvicorn_config(self.lb_proxy, log_level, self.limits), runtime)
         self._thread = threading.Thread(target=self._run, name="gpuserve-server", daemon=True)
         self._error: BaseException | None = None
 
     def wrap_app(self, wrap: Callable[[Any], Any]) -> None:
-        """Put ASGI middleware around the outermost app (before the fast path), before the server starts."""
+        """Put ASGI middleware around the outermost app (before the proxy and the fast path), before the server starts."""
         self._server.config.app = wrap(self._server.config.app)
+
+    def wrap_behind_proxy(self, wrap: Callable[[Any], Any]) -> None:
+        """Put ASGI middleware behind the load-balancing proxy (around the fast path): proxied requests skip it."""
+        self.lb_proxy.app = wrap(self.lb_proxy.app)
 
     def _run(self) -> None:
         try:

@@ -64,12 +64,12 @@ async def job_done(
     try:
         body = parse_json(raw, "job-done body", max_depth=None)
     except ApiError as exc:
-        rt.job_failed_unparsable(worker, job_id, f"the worker's result could not be read: {exc.message}")
+        await rt.job_failed_unparsable(worker, job_id, f"the worker's result could not be read: {exc.message}")
         raise
-    outcome = rt.job_done(worker, job_id, body)
+    take = min(max(gpuserve_take, 0), MAX_JOBS_PER_TAKE)
+    outcome, jobs = await rt.job_done(worker, job_id, body, take)  # the result and the next jobs: one store call
     if gpuserve_take < 1 or (isinstance(body, dict) and body.get("status") == "IN_PROGRESS"):
         return json_response({"id": job_id, "accepted": outcome})
-    jobs = rt.take_now(worker, min(gpuserve_take, MAX_JOBS_PER_TAKE))
     head = json.dumps({"id": job_id, "accepted": outcome})[:-1]  # the jobs' JSON is spliced in, not re-encoded
     body_json = head + ',"next":[' + ",".join(j.worker_json() for j in jobs) + "]}"
     return Response(body_json.encode(), media_type="application/json")
@@ -82,7 +82,7 @@ async def job_stream(request: Request, endpoint_id: str, worker_id: str, job_id:
     body = parse_json(await read_body(request, MAX_RESULT_BYTES, "job-stream"), "job-stream body", max_depth=None)
     if not isinstance(body, dict):
         raise ApiError(422, f"job-stream body must be {{\"output\": chunk}}, was {type(body).__name__}")
-    accepted = rt.stream_chunk(worker, job_id, body.get("output"))
+    accepted = await rt.stream_chunk(worker, job_id, body.get("output"))
     return json_response({"id": job_id, "accepted": accepted})
 
 
@@ -102,7 +102,7 @@ async def ping(
     unhealthy = None
     if status == "unhealthy":
         unhealthy = f"check {check or '?'} failed: {(reason or '')[:MAX_UNHEALTHY_REASON_CHARS]}"
-    rt.ping(worker, job_ids, unhealthy)
+    await rt.ping(worker, job_ids, unhealthy)
     return json_response({"ok": True})
 
 

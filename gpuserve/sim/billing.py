@@ -17,8 +17,9 @@ from gpuserve.core.types import WorkerState
 
 __all__ = ["CPU_PRICE_KEY", "BillingModel", "WorkerLedger", "bill_jobs", "bill_workers"]
 
-# The simulator has no OUTDATED worker still processing; a RUNNING one is always processing.
-_PROCESSING_STATE = "RUNNING"
+# A RUNNING worker is always processing, and so is an OUTDATED one: the simulator keeps a
+# worker OUTDATED only while it finishes its jobs.
+_PROCESSING_STATES = ("RUNNING", "OUTDATED")
 
 
 @dataclass
@@ -57,9 +58,9 @@ def bill_workers(
     rule = [model.states[WorkerState(s)] for s in states]
     when_idle = np.array([r is StateBilling.YES for r in rule], dtype=bool)
     when_busy = np.array([r is not StateBilling.NO for r in rule], dtype=bool)
-    processing_code = states.index(_PROCESSING_STATE)
+    processing = np.isin(np.arange(len(states)), [states.index(s) for s in _PROCESSING_STATES if s in states])
     codes = state_codes.astype(np.int64)
-    iv_billed = np.where(codes == processing_code, when_busy[codes], when_idle[codes]) | active.astype(bool)
+    iv_billed = np.where(processing[codes], when_busy[codes], when_idle[codes]) | active.astype(bool)
     billed = np.concatenate([iv_billed, np.full(parked_s.size, model.parked_billed, dtype=bool)])
     billed_s = np.where(billed, duration, 0.0)
     if model.rounding_s > 0 and billed.any():
@@ -67,9 +68,12 @@ def bill_workers(
         sums = np.bincount(rows_worker, weights=billed_s, minlength=worker_gpus.size)
         # The same tolerance as core.billing.round_up_s: float noise is not a whole extra second.
         extra = np.where(sums > 0, np.ceil(sums / r - 1e-9) * r - sums, 0.0)
-        rows = np.flatnonzero(billed)[::-1]
-        owners, first = np.unique(rows_worker[rows], return_index=True)
-        billed_s[rows[first]] += extra[owners]
+        # Each worker's last billed row carries it (one pass, not a sort of every row).
+        rows = np.flatnonzero(billed)
+        last = np.full(sums.size, -1, dtype=np.int64)
+        np.maximum.at(last, rows_worker[rows], rows)
+        owners = np.flatnonzero(last >= 0)
+        billed_s[last[owners]] += extra[owners]
     prices = np.array([model.price_usd_per_s(g) for g in worker_gpu_type], dtype=float)
     units = np.maximum(worker_gpus.astype(float), 1.0)  # a CPU worker bills as one unit
     rows_units = units[rows_worker] if rows_worker.size else np.zeros(0)

@@ -1,11 +1,14 @@
-"""Arrival processes: Poisson, bursty (on/off MMPP), diurnal, CSV replay and Azure Functions 2019 counts."""
+"""Arrival processes: Poisson, bursty (on/off MMPP), diurnal, fixed replays, per-minute counts and traced requests.
+
+The trace files themselves are read by gpuserve.sim.traces; the workloads here turn what
+they hold into arrival times (and, for per-request traces, each request's own demand).
+"""
 
 from __future__ import annotations
 
-import csv
 import math
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
@@ -14,16 +17,14 @@ from gpuserve.core.errors import ConfigError
 
 __all__ = [
     "AzureCounts",
-    "AzureFunction",
     "Bursty",
     "Diurnal",
     "Poisson",
     "Replay",
+    "TraceReplay",
     "Workload",
-    "load_azure_functions",
-    "load_timestamps_csv",
+    "draw_jobs",
     "spread_minute_counts",
-    "write_synthetic_azure",
 ]
 
 
@@ -148,87 +149,6 @@ class Replay:
         return times[(times >= 0) & (times < duration_s)]
 
 
-def load_timestamps_csv(path: Path, column: str | None = None, time_scale: float = 1.0) -> tuple[float, ...]:
-    """Read arrival timestamps (seconds, or other units with `time_scale`) from one CSV column.
-
-    Times are shifted so the first arrival is at 0 and sorted. Without `column`, the first
-    column is used; a header row is detected by its first cell not being a number.
-    """
-    if not path.is_file():
-        raise ConfigError("workload.path", str(path), "is not a file")
-    with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        raise ConfigError("workload.path", str(path), "is empty")
-    index = 0
-    start = 0
-    header = rows[0]
-    try:
-        float(header[0])
-    except ValueError:
-        start = 1
-        if column is not None:
-            if column not in header:
-                raise ConfigError("workload.column", column, f"is not a column of {path} (columns: {', '.join(header)})") from None
-            index = header.index(column)
-    values: list[float] = []
-    for line_no, row in enumerate(rows[start:], start=start + 1):
-        if not row or not row[index].strip():
-            continue
-        try:
-            values.append(float(row[index]) * time_scale)
-        except ValueError:
-            raise ConfigError(f"workload.path line {line_no}", row[index], "is not a number") from None
-    if not values:
-        return ()
-    values.sort()
-    first = values[0]
-    return tuple(v - first for v in values)
-
-
-@dataclass(frozen=True)
-class AzureFunction:
-    """One row of the Azure Functions 2019 invocation file: per-minute counts of one function."""
-
-    owner: str
-    app: str
-    function: str
-    trigger: str
-    counts_per_minute: tuple[int, ...]
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts_per_minute)
-
-
-def load_azure_functions(path: Path) -> list[AzureFunction]:
-    """Parse `HashOwner,HashApp,HashFunction,Trigger,1..1440` (invocations per minute of one day)."""
-    if not path.is_file():
-        raise ConfigError("azure_trace.path", str(path), "is not a file")
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or header[:4] != ["HashOwner", "HashApp", "HashFunction", "Trigger"]:
-            raise ConfigError(
-                "azure_trace.path", str(path), "does not start with the header HashOwner,HashApp,HashFunction,Trigger,1..1440"
-            )
-        minutes = header[4:]
-        if minutes != [str(i) for i in range(1, len(minutes) + 1)] or not minutes:
-            raise ConfigError("azure_trace.path", str(path), "minute columns must be 1..N")
-        out = []
-        for line_no, row in enumerate(reader, start=2):
-            if len(row) != len(header):
-                raise ConfigError(f"azure_trace.path line {line_no}", len(row), f"must have {len(header)} columns")
-            try:
-                counts = tuple(int(c) for c in row[4:])
-            except ValueError:
-                raise ConfigError(f"azure_trace.path line {line_no}", row[4:8], "counts must be integers") from None
-            if any(c < 0 for c in counts):
-                raise ConfigError(f"azure_trace.path line {line_no}", min(counts), "counts cannot be negative")
-            out.append(AzureFunction(row[0], row[1], row[2], row[3], counts))
-    return out
-
-
 def spread_minute_counts(
     counts: tuple[int, ...] | np.ndarray,
     rng: np.random.Generator,
@@ -245,7 +165,10 @@ def spread_minute_counts(
         counts_arr = rng.poisson(counts_arr)
     minute_start = np.repeat(np.arange(counts_arr.size) * 60.0, counts_arr)
     if spread == "even":
-        offsets = np.concatenate([(np.arange(c) + 0.5) * 60.0 / c for c in counts_arr if c > 0] or [np.empty(0)])
+        # Rank of each arrival within its minute, without a Python loop over minutes.
+        per_arrival = np.repeat(counts_arr, counts_arr)
+        first = np.repeat(np.cumsum(counts_arr) - counts_arr, counts_arr)
+        offsets = (np.arange(minute_start.size) - first + 0.5) * 60.0 / np.maximum(per_arrival, 1)
     else:
         offsets = rng.random(minute_start.size) * 60.0
     times: np.ndarray = minute_start + offsets
@@ -257,47 +180,72 @@ def spread_minute_counts(
 class AzureCounts:
     """One Azure function's per-minute counts, spread into arrival times with the endpoint's own stream."""
 
-    counts_per_minute: tuple[int, ...]
+    counts_per_minute: tuple[int, ...] | np.ndarray
     spread: Literal["uniform", "poisson", "even"] = "uniform"
+    sample: float = 1.0  # the fraction of invocations kept (each one independently)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sample <= 1:
+            raise ConfigError("sample", self.sample, "must be in (0, 1]")
 
     @property
     def mean_rate_per_s(self) -> float:
-        return sum(self.counts_per_minute) / (60.0 * max(1, len(self.counts_per_minute)))
+        return self.sample * float(np.sum(self.counts_per_minute)) / (60.0 * max(1, len(self.counts_per_minute)))
 
     def arrivals(self, rng: np.random.Generator, duration_s: float) -> np.ndarray:
-        times = spread_minute_counts(self.counts_per_minute, rng, self.spread)
+        counts = np.asarray(self.counts_per_minute, dtype=np.int64)
+        if self.sample < 1:
+            counts = rng.binomial(counts, self.sample)
+        times = spread_minute_counts(counts, rng, self.spread)
         kept: np.ndarray = times[times < duration_s]
         return kept
 
 
-def write_synthetic_azure(path: Path, n_functions: int = 8, seed: int = 0, minutes: int = 1440) -> Path:
-    """Write a synthetic file in the Azure Functions 2019 invocation format (for demos and tests).
+@dataclass(frozen=True, eq=False)
+class TraceReplay:
+    """Traced requests: fixed arrival times, each with its own demand (a duration, or tokens), optionally sampled.
 
-    Functions mix the trace's typical shapes: a steady http function, a timer firing every few
-    minutes, and bursty ones with long silences, each with a diurnal swell.
+    `demand` maps a name (`duration_s`, `context_tokens`, `generated_tokens`) to one value per
+    arrival; the endpoint's service model turns it into a service time
+    (gpuserve.sim.service.demand_service_s). Without demand the service model draws as usual.
     """
-    rng = np.random.default_rng(seed)
-    t = np.arange(minutes)
-    swell = 1 + 0.6 * np.sin(2 * math.pi * (t - 360) / 1440)
-    triggers = ["http", "timer", "queue", "event", "http", "storage", "http", "orchestration"]
-    rows = []
-    for i in range(n_functions):
-        kind = i % 4
-        if kind == 0:  # steady
-            counts = rng.poisson(6.0 * swell)
-        elif kind == 1:  # timer: a few calls every 5 minutes
-            counts = np.where(t % 5 == 0, 2, 0)
-        elif kind == 2:  # bursty: on/off at minute grain
-            on = (rng.random(minutes) < 0.08).astype(float)
-            on = np.convolve(on, np.ones(6), mode="same") > 0
-            counts = rng.poisson(on * 20.0 * swell)
-        else:  # rare
-            counts = rng.poisson(0.15 * swell)
-        hashes = [f"{rng.integers(0, 2**63):016x}{rng.integers(0, 2**63):016x}" for _ in range(3)]
-        rows.append([*hashes, triggers[i % len(triggers)], *(int(c) for c in counts)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["HashOwner", "HashApp", "HashFunction", "Trigger", *(str(m) for m in range(1, minutes + 1))])
-        writer.writerows(rows)
-    return path
+
+    times_s: np.ndarray
+    demand: Mapping[str, np.ndarray] = field(default_factory=dict)
+    sample: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sample <= 1:
+            raise ConfigError("sample", self.sample, "must be in (0, 1]")
+        for name, values in self.demand.items():
+            if len(values) != len(self.times_s):
+                raise ConfigError(f"demand.{name}", len(values), f"must have one value per arrival ({len(self.times_s)})")
+
+    @property
+    def end_s(self) -> float:
+        return float(self.times_s[-1]) if len(self.times_s) else 0.0
+
+    @property
+    def mean_rate_per_s(self) -> float:
+        if len(self.times_s) < 2:
+            return 0.0
+        return self.sample * len(self.times_s) / max(float(self.times_s[-1] - self.times_s[0]), 1e-9)
+
+    def arrivals_and_demand(self, rng: np.random.Generator, duration_s: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        times = np.asarray(self.times_s, dtype=float)
+        keep = (times >= 0) & (times < duration_s)
+        if self.sample < 1:
+            keep &= rng.random(times.size) < self.sample
+        return times[keep], {name: np.asarray(v)[keep] for name, v in self.demand.items()}
+
+    def arrivals(self, rng: np.random.Generator, duration_s: float) -> np.ndarray:
+        return self.arrivals_and_demand(rng, duration_s)[0]
+
+
+def draw_jobs(workload: Workload, rng: np.random.Generator, duration_s: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A workload's arrivals in [0, duration_s) and each one's traced demand (empty for synthetic workloads)."""
+    traced = getattr(workload, "arrivals_and_demand", None)
+    if traced is not None:
+        times, demand = traced(rng, duration_s)
+        return np.asarray(times, dtype=float), dict(demand)
+    return np.asarray(workload.arrivals(rng, duration_s), dtype=float), {}

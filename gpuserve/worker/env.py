@@ -51,6 +51,8 @@ class WorkerEnv:
     spawn_wall_s: float | None  # set by a gpuserve backend: when it spawned this process
     cold_start_file: str | None  # where to write the measured start-up phases
     drain_timeout_s: float  # on SIGTERM: how long in-flight jobs may take to finish
+    # A stopped (timed-out, cancelled) job's sync handler thread may run this long before the worker is replaced.
+    stuck_grace_s: float = 30.0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> WorkerEnv:
@@ -97,6 +99,7 @@ class WorkerEnv:
             spawn_wall_s=float(spawn) if spawn else None,
             cold_start_file=env.get("GPUSERVE_COLD_START_FILE") or None,
             drain_timeout_s=_float_env(env, "GPUSERVE_DRAIN_TIMEOUT_S", 30.0),
+            stuck_grace_s=_float_env(env, "GPUSERVE_STUCK_GRACE_S", 30.0),
         )
 
     @property

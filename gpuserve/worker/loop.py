@@ -23,6 +23,7 @@ from gpuserve.worker.coldstart import SDK_IMPORT_WALL_S, process_start_wall_s, w
 from gpuserve.worker.env import WorkerEnv, with_query
 from gpuserve.worker.heartbeat import Heartbeat
 from gpuserve.worker.runner import Job, JobOutcome, run_job
+from gpuserve.worker.slots import STUCK_NOTICE_KEY, JobThreads, StuckSlots
 from gpuserve.worker.wire import LeanClient, LeanResponse, usable_for
 
 __all__ = ["Worker"]
@@ -95,6 +96,9 @@ class Worker:
         self._asking = 0  # slots the take loop has a job-take out for
         self._server_hands_over = False  # the server's job-take said its job-done takes gpuserve_take
         self.takes = {"single": 0, "batch": 0}
+        # Stopped jobs whose sync handler thread still runs keep their slot (worker/slots.py).
+        self.stuck = StuckSlots(env.stuck_grace_s, self._slot_free.set, self._replace_for)
+        self.replaced_for: tuple[str, float] | None = None  # (job id, seconds its thread outlived the stop)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -222,7 +226,7 @@ class Worker:
         fast_empties = 0
         while not self._stopping.is_set():
             self.concurrency = self._next_concurrency()
-            free = self.concurrency - len(self.in_flight)
+            free = self.concurrency - len(self.in_flight) - len(self.stuck)
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
@@ -274,6 +278,7 @@ class Worker:
     async def _process(self, job: Job) -> None:
         job_id = str(job["id"])
         started = time.monotonic()
+        threads = JobThreads(self.executor)
         handler_task = asyncio.get_running_loop().create_task(
             run_job(
                 self.handler,
@@ -281,7 +286,7 @@ class Worker:
                 _PlatformSink(self),
                 aggregate_stream=self.aggregate,
                 refresh_worker=self.refresh,
-                executor=self.executor,
+                executor=threads,
                 worker_id=self.env.worker_id,
             )
         )
@@ -292,7 +297,9 @@ class Worker:
             except asyncio.CancelledError:
                 if handler_task.cancelled():
                     # A stop signal: the server already set CANCELLED or TIMED_OUT; post nothing.
+                    # A sync handler's thread cannot be stopped: it keeps the slot until it returns.
                     log.info("job %s stopped by the server", job_id)
+                    self.stuck.hold(job_id, threads)
                     return
                 raise
             finally:
@@ -330,6 +337,27 @@ class Worker:
         finally:
             self.in_flight.pop(job_id, None)
             self._track()
+
+    def _replace_for(self, job_id: str, waited_s: float) -> None:
+        """A stopped job's thread outlived the grace: only a new process frees its slot, so this one goes."""
+        if self.replaced_for is None:
+            self.replaced_for = (job_id, waited_s)
+        self.request_stop(
+            f"the handler of stopped job {job_id} still runs {waited_s:.0f} s later; "
+            "a Python thread cannot be stopped, so this worker is replaced"
+        )
+
+    async def _report_replaced(self) -> None:
+        """Tell the server why this worker goes (the job's status records it) and ask for a fresh worker (stopPod)."""
+        if self.replaced_for is None:
+            return
+        job_id, waited_s = self.replaced_for
+        error = (
+            f"its handler was still running {waited_s:.0f} s after the job was stopped "
+            f"(a sync handler cannot be interrupted), so worker {self.env.worker_id} was replaced"
+        )
+        body = {"error": error, "stopPod": True, STUCK_NOTICE_KEY: True}
+        await self.post(self.env.done_url_for(job_id, False), body, what=f"replacement notice for {job_id}")
 
     # -- stop channel -----------------------------------------------------------------------
 
@@ -430,6 +458,7 @@ class Worker:
                     break
             stop.cancel()
             await asyncio.gather(take, stop, return_exceptions=True)
+            await self._report_replaced()
             if self.lean is not None:
                 await self.lean.aclose()
         if heartbeat is not None:

@@ -11,7 +11,6 @@ import os
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from gpuserve.live.registry import WorkerRegistry
 from gpuserve.live.settings import ServerSettings
 from gpuserve.platform import Platform
 from tests.support import live as support
+from tests.support.docker import docker_fixture, lb_server
 
 pytestmark = pytest.mark.docker
 
@@ -51,32 +51,7 @@ serverless.start({"handler": handler})
 """
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    """A Docker client with the worker image built from these sources; cleans the namespace after."""
-    from gpuserve.backends.docker import (
-        DockerUnavailableError,
-        docker_client,
-        managed_containers,
-        managed_volumes,
-    )
-    from gpuserve.backends.docker_images import BuildError, ensure_worker_image
-
-    try:
-        docker = docker_client()
-        ensure_worker_image(docker)
-    except (DockerUnavailableError, BuildError) as exc:
-        if os.environ.get("GPUSERVE_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"GPUSERVE_REQUIRE_DOCKER=1 but Docker is not usable: {exc}")
-        pytest.skip(f"no usable Docker engine: {exc}")
-    yield docker
-    left = [c.name for c in managed_containers(docker, NAMESPACE)]
-    volumes = [v.name for v in managed_volumes(docker, NAMESPACE)]
-    for c in managed_containers(docker, NAMESPACE):
-        c.remove(force=True)
-    for v in managed_volumes(docker, NAMESPACE):
-        v.remove(force=True)
-    assert left == [] and volumes == [], f"leaked containers {left} and volumes {volumes}"
+client = docker_fixture(NAMESPACE, volumes=True)
 
 
 def _deployment(
@@ -106,16 +81,22 @@ def _deployment(
 
 
 class Live(support.Live):
-    """The shared live harness with the Docker backend, in this module's namespace, with no API keys."""
+    """The shared live harness with the Docker backend, in this module's namespace, with no API keys (operator routes open on loopback)."""
 
     def __init__(
-        self, tmp_path: Path, client: Any, deployments: list[Deployment], port: int = 0, **backend_options: Any
+        self,
+        tmp_path: Path,
+        client: Any,
+        deployments: list[Deployment],
+        port: int = 0,
+        settings: ServerSettings = SETTINGS,
+        **backend_options: Any,
     ) -> None:
         from gpuserve.backends.docker import docker_backend_factory
 
         options = {"retention_s": 0.0, "stop_timeout_s": 3, "orphan_grace_s": 5.0, **backend_options}
         factory = docker_backend_factory(client=client, namespace=NAMESPACE, state_dir=tmp_path / "state", **options)
-        super().__init__(tmp_path, deployments, SETTINGS, backend=factory, keys=(), port=port)
+        super().__init__(tmp_path, deployments, settings, backend=factory, keys=(), port=port, admin_keys=())
 
     @property
     def docker(self) -> Any:
@@ -170,6 +151,23 @@ def test_sigkill_mid_job_requeues_and_completes(tmp_path: Path, client: Any) -> 
         assert done["status"] == "COMPLETED"
         assert done["output"]["worker"] != first and done.get("retries") == 1
         assert "handler module loaded" in live.docker.logs(first)  # the dead worker's last lines are kept
+        # It stays listed UNHEALTHY a while, with the cause: docker-init died of the SIGKILL (128 + 9).
+        lost = live.registry.get(first)
+        assert lost is not None and lost.state is WorkerState.UNHEALTHY and lost.failure == "exited with code 137"
+
+
+def test_a_container_that_exits_at_start_makes_queued_jobs_say_so(tmp_path: Path, client: Any) -> None:
+    dep = _deployment(tmp_path, "exits", max_workers=1)
+    Path(str(dep.handler_path)).write_text("import sys\nprint('no model', flush=True)\nsys.exit(3)\n")
+    with Live(tmp_path, client, [dep]) as live:
+        job = live.run("exits", {})
+
+        def reason() -> str:
+            return str(live.status("exits", job).get("waiting", {}).get("reason", ""))
+
+        live.until(lambda: reason().startswith("workers failing: exited with code 3, "), "the job says its workers exit")
+        assert live.status("exits", job)["status"] == "IN_QUEUE"
+        assert "no model" in live.docker.logs(next(w.worker_id for w in live.registry.all("exits") if w.failure))
 
 
 def test_flash_boot_revives_a_paused_container_faster_than_a_cold_start(tmp_path: Path, client: Any) -> None:
@@ -212,11 +210,12 @@ def test_rolling_update_replaces_outdated_workers_without_losing_a_job(tmp_path:
         jobs = [live.run("roll", {"sleep_s": 0.3}) for _ in range(3)]
         live.wait("roll", jobs[0], {"IN_PROGRESS", "COMPLETED"})
         new = Deployment(spec=dep.spec, handler_path=dep.handler_path, env={"VERSION": "2"})
-        live.docker.configure(new)
+        assert live.admin.patch("/api/endpoints/roll", json={"set": {"env.VERSION": "2"}}).status_code == 200
         jobs += [live.run("roll", {"sleep_s": 0.3}) for _ in range(3)]
         bodies = [live.wait("roll", j) for j in jobs]
         assert [b["status"] for b in bodies] == ["COMPLETED"] * 6
-        assert bodies[-1]["output"]["version"] == "2"
+        live.until(lambda: not live.runtime.rolling("roll"), "the rolling update is over")
+        assert live.wait("roll", live.run("roll", {}))["output"]["version"] == "2"
         live.until(lambda: live.registry.get(old.worker_id) is None, "outdated worker replaced")
         live.until(
             lambda: {c.labels["gpuserve.version"] for c in live.containers(client)} == {new.version},
@@ -312,6 +311,7 @@ def test_build_a_worker_folder_and_deploy_it_to_a_running_endpoint(
             assert live.wait("deployed", live.run("deployed", {}))["output"]["version"] == ""
             done = runner.invoke(app, ["deploy", "deployed", tag, "--url", live.url])
             assert done.exit_code == 0, done.output
+            live.until(lambda: not live.runtime.rolling("deployed"), "the rolling update is over")
             body = live.wait("deployed", live.run("deployed", {"x": [1.0] * 16}))
             assert body["status"] == "COMPLETED"
             assert body["output"]["device"] == "python" and body["output"]["weights"] == "seed 0"  # the example model
@@ -373,3 +373,53 @@ def test_two_servers_on_one_host_leave_each_others_containers_alone(tmp_path: Pa
         for space in spaces:
             for c in managed_containers(client, space):
                 c.remove(force=True)
+
+
+def test_a_load_balancing_endpoint_in_containers_from_zero_and_back(tmp_path: Path, client: Any) -> None:
+    from dataclasses import replace
+
+    from gpuserve.core.types import EndpointKind, LoadBalancingSpec
+
+    spec = replace(
+        support.endpoint_spec("lbd", max_workers=1, idle_timeout_s=1.0, flash_boot=False),
+        kind=EndpointKind.LOAD_BALANCER,
+        load_balancing=LoadBalancingSpec(hold_timeout_s=60.0),
+    )
+    dep = Deployment(spec=spec, command=("python", "-u", "-c", lb_server()))
+    settings = replace(SETTINGS, lb_health_interval_s=0.1, heartbeat_interval_s=1.0)
+    with Live(tmp_path, client, [dep], settings=settings) as live:
+        # Held at zero workers while a container starts and its /ping says 204, then answered.
+        r = httpx.get(f"{live.url}/lb/lbd/hello?x=1", timeout=90)
+        assert r.status_code == 200, r.text + live.all_logs()
+        body = r.json()
+        assert body["path"] == "/hello?x=1"
+        worker = live.registry.get(body["worker"])
+        assert worker is not None and worker.first_initializing_s is not None  # a 204 came first
+        (container,) = live.containers(client)
+        assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+        assert f"PORT={body['port']}" in container.attrs["Config"]["Env"]
+        # The backend writes the record at its next poll after the first 200.
+        record = support.wait_until(
+            lambda: (rec := live.docker.cold_start(body["worker"])) is not None and rec.total_s is not None and rec,
+            30,
+            "the cold-start record",
+        )
+        assert record.first_take_s is not None and record.first_take_s > 0  # the first 204 -> the first 200
+        assert f"server on port {body['port']}" in live.docker.logs(body["worker"])
+        live.until(lambda: not live.containers(client), "the idle container removed", 60)
+
+
+def test_exec_runs_in_the_container_and_its_log_streams(tmp_path: Path, client: Any) -> None:
+    dep = _deployment(tmp_path, "opsep", max_workers=1)
+    with Live(tmp_path, client, [dep]) as live:
+        worker = live.wait("opsep", live.run("opsep", {}))["workerId"]
+        r = live.admin.post(f"/api/workers/{worker}/exec", json={"command": ["sh", "-c", "echo $GPUSERVE_WORKER_ID; exit 4"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["exitCode"] == 4 and r.json()["output"].split() == [worker]
+        # Inside the container: its own hostname, not this machine's.
+        (container,) = [c for c in live.containers(client) if c.status == "running"]
+        r = live.admin.post(f"/api/workers/{worker}/exec", json={"command": ["hostname"]})
+        assert r.json()["output"].strip() == container.attrs["Config"]["Hostname"]
+        log = live.admin.get(f"/api/workers/{worker}/logs/stream", params={"since_s": 600}).text
+        assert "handler module loaded" in log
+        assert live.admin.post("/api/workers/nobody/exec", json={"command": ["true"]}).status_code == 404

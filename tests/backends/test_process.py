@@ -193,8 +193,10 @@ def test_new_version_marks_outdated_finishes_job_then_replaces(tmp_path: Path) -
         job = live.run("roll", {"sleep_s": 1.5})
         live.wait("roll", job, {"IN_PROGRESS"})
         new_dep = Deployment(spec=dep.spec, handler_path=dep.handler_path, env={"VERSION": "2"})
-        live.backend.configure(new_dep)
-        assert live.registry.get(old.worker_id).state is WorkerState.OUTDATED  # type: ignore[union-attr]
+        r = live.admin.patch("/api/endpoints/roll", json={"set": {"env.VERSION": "2"}})
+        assert r.status_code == 200 and r.json()["workerVersion"] == new_dep.version, r.text
+        # A replacement comes up first (one above max_workers), then the old worker turns OUTDATED.
+        live.until(lambda: (w := live.registry.get(old.worker_id)) is None or w.state is WorkerState.OUTDATED, "old worker OUTDATED")
         body = live.wait("roll", job)
         assert body["status"] == "COMPLETED" and body["output"] == {"worker": old.worker_id, "version": "1"}
         live.until(lambda: live.registry.get(old.worker_id) is None, "outdated worker retired")

@@ -36,6 +36,7 @@ SETTINGS = ServerSettings(
     tick_interval_s=0.2,
     maintenance_interval_s=0.05,
     webhook_retry_delay_s=0.2,
+    webhook_allowed_networks=("127.0.0.0/8",),  # the tests' receivers listen on loopback
     unknown_worker_delay_s=0.2,
 )
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}

@@ -367,7 +367,10 @@ def test_08_execution_timeout_and_ttl(compat: Compat, rp: Any, flavour: Flavour)
 
     exec_marker, ttl_marker = compat.marker("exec"), compat.marker("ttl")
     timed = ep.run({"input": {"sleep_s": 20, "marker": str(exec_marker)}, "policy": {"executionTimeout": 5000}})
-    expiring = ep.run({"input": {"sleep_s": 20, "marker": str(ttl_marker)}, "policy": {"ttl": 10000}})
+    # The ttl leaves room for a loaded host: the job must be running (so it has a handler to stop)
+    # well before it expires, and it runs far longer than its ttl.
+    expiring = ep.run({"input": {"sleep_s": 60, "marker": str(ttl_marker)}, "policy": {"ttl": 20000}})
+    compat.wait(eid, expiring.job_id, {"IN_PROGRESS"})
     body = compat.wait(eid, timed.job_id, {"TIMED_OUT"})
     assert "execution timeout of 5 s" in body["error"]
     assert timed.status() == "TIMED_OUT"

@@ -13,7 +13,8 @@ from gpuserve.core.errors import ConfigError
 from gpuserve.core.types import ScalerType
 from gpuserve.sim.coldstart import ModelSource
 from gpuserve.sim.service import Empirical, Lognormal
-from gpuserve.sim.workload import AzureCounts, Bursty, Diurnal, Poisson, Replay, write_synthetic_azure
+from gpuserve.sim.traces.azure2019 import write_synthetic
+from gpuserve.sim.workload import AzureCounts, Bursty, Diurnal, Poisson, TraceReplay
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
@@ -35,7 +36,7 @@ def _base() -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("name", ["quickstart", "bursty", "diurnal", "azure_trace", "policy_comparison"])
+@pytest.mark.parametrize("name", ["quickstart", "bursty", "diurnal", "azure_trace", "policy_comparison", "lb_vs_queue"])
 def test_shipped_scenarios_load(name: str) -> None:
     scenario = load_scenario(SCENARIOS / f"{name}.yaml")
     assert scenario.config.endpoints
@@ -77,7 +78,7 @@ def test_default_profile_numbers_and_overrides() -> None:
         ("endpoints.0.policy.params", {"keep": 1}, "endpoints[0].policy.params.keep is not a parameter"),
         ("endpoints.0.cold_start.profile", "nope", "endpoints[0].cold_start.profile is not a profile"),
         ("endpoints.0.cold_start.pull_bandwidth_gb_s", 0, "endpoints[0].cold_start.pull_bandwidth_gb_s must be positive, was 0"),
-        ("endpoints.0.colour", "red", "endpoints[0].colour is not a known field, was 'red'"),
+        ("endpoints.0.colour", "red", "endpoints[0].colour is not a known field (known: cold_start, concurrency_per_worker,"),
         ("billing.active_discount", 1.5, "billing.active_discount must be <= 1.0, was 1.5"),
         ("duration_s", 0, "duration_s must be positive, was 0"),
     ],
@@ -134,12 +135,12 @@ def test_workload_and_service_kinds(tmp_path: Path) -> None:
     sc = scenario_from_dict(raw, tmp_path)
     b, d, c = sc.config.endpoints
     assert isinstance(b.workload, Bursty) and isinstance(d.workload, Diurnal)
-    assert isinstance(c.workload, Replay) and c.workload.times_s == (0.0, 1.0, 2.5)
+    assert isinstance(c.workload, TraceReplay) and c.workload.times_s.tolist() == [0.0, 1.0, 2.5]
     assert isinstance(c.service, Empirical) and c.service.samples_s == (1.0, 2.0)
 
 
 def test_azure_trace_rows_become_endpoints(tmp_path: Path) -> None:
-    write_synthetic_azure(tmp_path / "inv.csv", n_functions=5, seed=1, minutes=30)
+    write_synthetic(tmp_path / "inv.csv", n_functions=5, seed=1, minutes=30)
     raw = {
         "azure_trace": {
             "path": "inv.csv",

@@ -26,6 +26,7 @@ from gpuserve.schedule import (
     ConsultPlan,
     consult_plan,
     idle_expiry_wake_s,
+    idle_wake_without_pass,
     must_consult_on_arrival,
     next_wake_s,
 )
@@ -62,6 +63,13 @@ PLAIN = consult_plan(_spec(max_workers=3), tick_interval_s=None)
 )
 def test_must_consult_on_arrival(plan: ConsultPlan, free_slot: bool, workers: int, throttled: int, consult: bool) -> None:
     assert must_consult_on_arrival(plan, free_slot=free_slot, workers=workers, throttled=throttled) is consult
+
+
+def test_arrivals_are_skipped_only_past_the_extra_workers_a_spike_may_add() -> None:
+    spiky = consult_plan(_spec(max_workers=3, extra_workers=2), tick_interval_s=None, sized_by_demand=True, stateless_no_wake=True)
+    assert spiky.max_workers == 5
+    assert must_consult_on_arrival(spiky, free_slot=False, workers=3, throttled=0)  # 2 extra may still start
+    assert not must_consult_on_arrival(spiky, free_slot=False, workers=5, throttled=0)
 
 
 def test_low_priority_arrivals_are_never_consulted() -> None:
@@ -168,6 +176,28 @@ def test_idle_expiry_wake_is_exactly_the_keep_alive_after_idle() -> None:
     wake = idle_expiry_wake_s(plan, idle_since_s=since, workers=2, keep_alive_s=10.0)
     assert wake is not None and wake - since >= 10.0  # never an ulp early
     assert idle_expiry_wake_s(plan, idle_since_s=22.0, workers=1, keep_alive_s=None) is None  # at min_workers
+
+
+def test_a_wake_that_finds_nobody_due_moves_on_without_a_pass() -> None:
+    """fixed_keepalive (sized by demand, stateless): a worker idle since 0 s took a job at 300 s and has been
+    idle since 400 s; the wake at 600 s finds nobody due, the next one is at 1000 s. Each answer is
+    what the Controller's pass says: no action, and that next wake."""
+    spec = _spec("fixed_keepalive", {"keep_alive_s": 600.0}, idle_timeout_s=30.0, scale_to_zero_grace_s=5.0)
+    plan = consult_plan(spec, tick_interval_s=None, sized_by_demand=True, stateless_no_wake=True)
+    assert plan.skip_idle_wakes and not plan.consulting_every_arrival().skip_idle_wakes
+    busy = WorkerView("w1", WorkerState.RUNNING, 0.0, in_flight=1)
+    idle = WorkerView("w2", WorkerState.IDLE, 0.0, idle_since_s=400.0)
+    assert idle_wake_without_pass(plan, 600.0, 2, 400.0, 600.0) == (True, 1000.0)
+    snap = EndpointSnapshot(600.0, spec, (busy, idle), QueueStats(in_progress=1))
+    decision = ScaleDecision(1, "", keep_alive_s=600.0)
+    action = apply_guardrails(snap, decision)
+    assert action.is_noop and next_wake_s(snap, decision, action) == 1000.0
+    # The last worker waits out the scale-to-zero grace too; someone due needs the pass.
+    assert idle_wake_without_pass(plan, 600.0, 1, 400.0, 600.0) == (True, 1005.0)
+    assert idle_wake_without_pass(plan, 1000.0, 2, 400.0, 600.0) == (False, None)
+    assert idle_wake_without_pass(plan, 600.0, 2, None, 600.0) == (True, None)  # none idle: no expiry to wake for
+    # A policy that promises less is always consulted.
+    assert idle_wake_without_pass(PLAIN, 600.0, 2, 400.0, None) == (False, None)
 
 
 def test_a_ticking_policy_gets_no_idle_expiry_wake() -> None:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gpuserve.core.startup import PHASES, ColdStartRecord, StartReport
+from gpuserve.core.startup import PHASES, PULL_FIELDS, ColdStartRecord, PullProgress, StartReport
 
 # Spawned at 100 s, exec'd 0.25 s later, the SDK imported at 100.5 s, start() at 101.5 s, the first take at 102 s.
 REPORT = StartReport("w1", 100.0, 100.25, 100.5, 101.5, 102.0)
@@ -94,5 +94,10 @@ def test_the_record_is_frozen_and_flat() -> None:
         "first_take_s": None,
         "total_s": 0.05,
         "gpu_ids": (2,),
+        "pull_s": None,
+        **{f"pull_{name}": None for name in PULL_FIELDS},
     }
-    assert list(ColdStartRecord("w", "e", "cold", 0.0, 1.0, 2.0, 3.0, 4.0).phases()) == list(PHASES)
+    pulled = dataclasses.replace(rec, pull_s=1.5, pull=PullProgress(3, 3, 1, 2048, 2048))
+    assert pulled.as_dict()["pull_layers_cached"] == 1 and pulled.as_dict()["pull_bytes_done"] == 2048
+    assert pulled.phases() == {"pull_s": 1.5, "start_s": 0.02}
+    assert list(dataclasses.replace(ColdStartRecord("w", "e", "cold", 0.0, 1.0, 2.0, 3.0, 4.0), pull_s=0.5).phases()) == list(PHASES)

@@ -32,10 +32,16 @@ def test_calibrate_writes_a_loadable_profile(tmp_path: Path) -> None:
     profile = scenario.config.endpoints[0].cold_start
     assert profile.platform_start_s == overheads["platform_start_s"]
     assert profile.runtime_init_s == 2.0
+    # The start-up is also written as a lognormal fitted to the measured starts.
+    fitted = data["distributions"]["platform_start_s"]
+    assert fitted["kind"] == "lognormal" and fitted["median_s"] > 0 and fitted["sigma"] >= 0
+    assert profile.distributions["platform_start_s"].median_s == fitted["median_s"]
     sim = run_scenario(scenario)
     first = sim.jobs.iloc[0]
-    # The first job waited for a cold start of platform + init, then the dispatch overhead.
-    assert first["delay_s"] == pytest.approx(2.0 + overheads["platform_start_s"] + overheads["dispatch_s"])
+    worker = sim.workers.set_index("worker_id").loc[first["worker_id"]]
+    # The first job waited for a cold start of platform (drawn) + init, then the dispatch overhead.
+    assert worker["platform_start_s"] > 0
+    assert first["delay_s"] == pytest.approx(2.0 + worker["platform_start_s"] + overheads["dispatch_s"])
     assert first["execution_s"] == pytest.approx(1.0 + overheads["result_post_s"])
     sets = dict(overhead_overrides(overheads, 10.0))
     assert sets["endpoint.cold_start.platform_start_s"] == 10.0 * overheads["platform_start_s"]

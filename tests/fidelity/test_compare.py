@@ -55,7 +55,8 @@ def test_relative_errors_are_exact(tmp_path: Path) -> None:
         [True, True, False, False],
         # 10 s span: seconds 0-4 live has 4 workers vs 2 simulated (off by 2); seconds 5-9 it has 1 vs 1.
         [("a", 0.0, 10.0), ("b", 0.0, 5.0), ("c", 0.0, 5.0), ("d", 0.0, 5.0)],
-        {"jobs": 4, "latency_p50_s": 2.2, "latency_p99_s": 5.0, "delay_p50_s": 0.0, "mean_idle": 0.25, "gpu_s_billed": 110.0, "cost_usd": 0.1},
+        {"jobs": 4, "latency_p50_s": 2.2, "latency_p99_s": 5.0, "delay_p50_s": 0.0, "mean_idle": 0.25, "gpu_s_billed": 110.0, "cost_usd": 0.1,
+         "ledger_cost_usd": 0.086},
     )
     comp, paths = compare_dirs(sim, live, tmp_path / "cmp", plots=True)
     t = comp.table.set_index("metric")
@@ -68,6 +69,12 @@ def test_relative_errors_are_exact(tmp_path: Path) -> None:
     assert t.loc["mean_idle", "relative_error"] == pytest.approx(-0.5)
     assert t.loc["gpu_s_billed", "relative_error"] == pytest.approx(0.10)
     assert t.loc["cost_usd", "relative_error"] == pytest.approx(0.25)
+    assert not t.loc["cost_usd", "ok"]  # cost has a target beside latency and cold starts
+    # The live server's own ledger against the one simulated ledger.
+    assert t.loc["ledger_cost_usd", "simulated"] == pytest.approx(0.08)
+    assert t.loc["ledger_cost_usd", "relative_error"] == pytest.approx(0.075)
+    assert t.loc["ledger_cost_usd", "ok"]
+    assert "ledger_gpu_s_billed" not in t.index  # the live folder has no such column: no row
     assert t.loc["delay_p50_s", "relative_error"] == 0.0  # 0 against 0
     assert comp.seconds == 10
     assert comp.within_one == pytest.approx(0.5)

@@ -26,7 +26,7 @@ billing:
 endpoints:
   - id: ep
     gpu_type: A100
-    scaling: {min_workers: 0, max_workers: 2, idle_timeout_s: 20, scaler: request_count, scaler_value: 1, flash_boot: false}
+    scaling: {min_workers: 0, max_workers: 2, idle_timeout_s: 20, scaler: request_count, scaler_value: 1, flash_boot: false, extra_workers: 0}
     policy: {name: runpod_request_count}
     workload: {kind: poisson, rate_per_s: 0.2}
     service: {kind: exponential, mean_s: 1.0}
@@ -109,9 +109,19 @@ def test_replay_process_backend_writes_simulates_records(tiny: Path, tmp_path: P
     summary = pd.read_csv(out / "summary.csv")
     assert summary.loc[0, "jobs"] == len(jobs)
     assert summary.loc[0, "cost_usd"] > 0
+    # The server's own ledger against the replay's records priced by the simulator's ledger: the
+    # same registry intervals, except that the server bills a stopped worker until it has exited
+    # (the records end it at the stop order, as the simulator does): at most ~1.5 wall s per
+    # worker (x20 at this speedup) plus its one-second rounding.
+    extra_gpu_s = summary.loc[0, "ledger_gpu_s_billed"] - summary.loc[0, "gpu_s_billed"]
+    workers_started = len(pd.read_csv(out / "workers.csv"))
+    assert -1e-6 <= extra_gpu_s <= workers_started * (1.5 * 20 + 1)
+    assert summary.loc[0, "ledger_cost_usd"] == pytest.approx(summary.loc[0, "ledger_gpu_s_billed"] * 0.001)
     for png in ("latency_cdf.png", "workers_by_state.png", "queue_length.png"):
         assert (out / png).is_file()
-    assert CliRunner().invoke(app, ["compare", str(sim_out), str(out), "--no-plots"]).exit_code == 0
+    compared = CliRunner().invoke(app, ["compare", str(sim_out), str(out), "--no-plots"], env={"COLUMNS": "200"})
+    assert compared.exit_code == 0
+    assert "cost (USD), server ledger" in compared.output
 
 
 def test_replay_rejects_bad_options(tiny: Path) -> None:

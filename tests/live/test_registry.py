@@ -71,6 +71,21 @@ def test_revive_is_a_fresh_start_under_a_new_token() -> None:
     assert not reg.revive("nobody", 9.0, capacity=1, token="wk_x")
 
 
+def test_a_restarted_worker_is_not_silent_until_it_first_calls() -> None:
+    """A stopped container started again boots a new process: on a loaded host that can take longer
+    than the liveness timeout, which must not count before its first call (as for a cold start)."""
+    reg = WorkerRegistry()
+    reg.add("paused", "ep", 0.0)
+    reg.add("stopped", "ep", 0.0)
+    for wid in ("paused", "stopped"):
+        reg.on_take(wid, [], 1.0)
+    assert reg.revive("paused", 9.0, capacity=1, token="wk_a")
+    assert reg.revive("stopped", 9.0, capacity=1, token="wk_b", restarted=True)
+    assert [w.worker_id for w in reg.silent_since(30.0, timeout_s=5.0)] == ["paused"]
+    reg.on_take("stopped", [], 31.0)  # its first call: from now on it is watched
+    assert sorted(w.worker_id for w in reg.silent_since(40.0, timeout_s=5.0)) == ["paused", "stopped"]
+
+
 def test_subscribers_hear_every_change_in_order_with_its_time_and_jobs() -> None:
     reg = WorkerRegistry()
     heard: list[tuple[str, Change, WorkerState, float | None, tuple[str, ...]]] = []

@@ -28,6 +28,7 @@ def endpoint(
     scaler: ScalerType = ScalerType.QUEUE_DELAY,
     scaler_value: float = 4.0,
     scale_to_zero_grace_s: float = 0.0,
+    extra_workers: int = 0,  # Runpod's default is 2; snapshots state limits exactly unless they test it
 ) -> EndpointSpec:
     scaling = ScalingSpec(
         min_workers=min_workers,
@@ -36,6 +37,7 @@ def endpoint(
         scaler=scaler,
         scaler_value=scaler_value,
         scale_to_zero_grace_s=scale_to_zero_grace_s,
+        extra_workers=extra_workers,
     )
     return EndpointSpec("ep", scaling=scaling, policy=PolicySpec(policy, params or {}), concurrency_per_worker=concurrency)
 

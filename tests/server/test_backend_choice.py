@@ -18,5 +18,5 @@ def test_docker_name_gives_a_docker_factory() -> None:
 
 
 def test_unknown_backend_names_the_flag_and_value() -> None:
-    with pytest.raises(ConfigError, match=r"--backend must be 'process' or 'docker', was 'k8s'"):
+    with pytest.raises(ConfigError, match=r"--backend must be 'process', 'docker' or 'ray', was 'k8s'"):
         backend_factory("k8s")

@@ -26,12 +26,12 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def served(tmp_path):
     (tmp_path / "endpoints.yaml").write_text(
-        "server: {heartbeat_interval_s: 2}\n"
+        "server: {heartbeat_interval_s: 2, admin_keys: [sk-ops]}\n"
         "endpoints:\n"
-        f"  echo: {{handler: {HANDLER}, api_keys: [sk-cli], scaling: {{max_workers: 1, idle_timeout_s: 30}}}}\n"
+        f"  echo: {{handler: {HANDLER}, api_keys: [sk-cli], scaling: {{max_workers: 1, idle_timeout_s: 30, extra_workers: 0}}}}\n"
     )
     proc, url = serve_process(tmp_path / "endpoints.yaml", tmp_path / "data")
-    env = {**os.environ, "GPUSERVE_URL": url, "GPUSERVE_API_KEY": "sk-cli", "COLUMNS": "300"}
+    env = {**os.environ, "GPUSERVE_URL": url, "GPUSERVE_API_KEY": "sk-cli", "GPUSERVE_ADMIN_KEY": "sk-ops", "COLUMNS": "300"}
     yield url, env
     stop_process(proc, signal.SIGINT, timeout_s=30)
 

@@ -86,3 +86,29 @@ def test_unreadable_or_invalid_yaml(tmp_path):
     bad.write_text("endpoints: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_endpoints(bad)
+
+
+def test_a_billing_section_as_in_a_scenario_prices_the_live_ledger(tmp_path):
+    ep = {"id": "x", "handler": HANDLER}
+    assert parse_endpoints({"endpoints": [ep]}).billing.preset == "runpod"  # the default
+    cfg = parse_endpoints(
+        {"billing": {"preset": "runpod_state_table", "prices_usd_per_gpu_s": {"A100": 0.002}, "rounding_s": 0}, "endpoints": [ep]}
+    )
+    assert cfg.billing.preset == "runpod_state_table" and cfg.billing.rounding_s == 0
+    assert cfg.billing.price_usd_per_s("A100") == 0.002
+    from gpuserve.platform import Platform
+
+    p = Platform.from_config(cfg, data_dir=tmp_path, backend=None, port=0)
+    try:
+        assert p.runtime.ledger.model == cfg.billing
+    finally:
+        p._sock.close()  # never started: nothing else to stop
+        p.store.close()
+    for billing, field in (
+        ({"preset": "nope"}, "billing.preset"),
+        ({"prices_usd_per_gpu_s": {"A100": -1}}, "billing.prices_usd_per_gpu_s.A100"),
+        ({"preset": "aws_lambda"}, "endpoints[0].memory_gb"),  # GB-seconds need the endpoint's memory
+    ):
+        with pytest.raises(ConfigError) as exc:
+            parse_endpoints({"billing": billing, "endpoints": [ep]})
+        assert field in str(exc.value), exc.value

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from gpuserve.live.settings import MIB
+from gpuserve.live.settings import MB, MIB
 from gpuserve.server.limits import MAX_RESULT_BYTES
 from tests.support.live import KEY, Harness, deployment
 
@@ -243,8 +243,8 @@ def test_worker_routes_refuse_alike(make_server, tmp_path):
 def test_a_declared_body_over_the_limit_is_refused_alike_before_it_is_sent(make_server, tmp_path):
     pair = _pair(make_server, tmp_path)
     for path, limit_bytes, auth in [
-        ("/v2/ep/run", 10 * MIB, "client"),
-        ("/v2/ep/runsync", 20 * MIB, "client"),
+        ("/v2/ep/run", 10 * MB, "client"),
+        ("/v2/ep/runsync", 20 * MB, "client"),
         ("/v2/ep/job-done/w1/j1?isStream=false", MAX_RESULT_BYTES, "worker"),
         ("/v2/ep/job-stream/w1/j1", MAX_RESULT_BYTES, "worker"),
     ]:
@@ -253,4 +253,4 @@ def test_a_declared_body_over_the_limit_is_refused_alike_before_it_is_sent(make_
             for h, token in pair
         )
         assert fast == routes, path
-        assert fast.status == 413 and f"{limit_bytes // MIB} MB" in fast.body, fast
+        assert fast.status == 413 and f"MB ({limit_bytes} bytes) limit" in fast.body, fast

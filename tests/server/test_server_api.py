@@ -38,7 +38,10 @@ def test_run_take_done_status_round_trip(make_server, fast_path):
     h = make_server(fast_path=fast_path)
     w = h.add_worker()
     job_id = h.submit({"input": {"x": 1}, "webhook": "http://127.0.0.1:9/x", "s3Config": {"b": 1}})
-    assert h.job_status(job_id) == {"id": job_id, "status": "IN_QUEUE"}
+    queued = h.job_status(job_id)
+    # Runpod's body, plus gpuserve's `waiting` (the SDK ignores it): the worker has not taken a job yet.
+    assert queued.pop("waiting")["code"] == "cold_start"
+    assert queued == {"id": job_id, "status": "IN_QUEUE"}
     r = take(w)
     assert r.status_code == 200
     job = r.json()
@@ -141,18 +144,19 @@ def test_stream_hands_each_chunk_out_once_and_keeps_the_key(make_server):
     w = h.add_worker()
     job_id = h.submit({"input": {}})
     first = h.client.get(f"/v2/ep/stream/{job_id}").json()
-    assert first == {"id": job_id, "status": "IN_QUEUE", "stream": []}
+    assert first == {"id": job_id, "status": "IN_QUEUE", "stream": [], "attempt": 0}  # not run yet
     take(w)
     for i in range(3):
         w.post(f"/job-stream/w1/{job_id}?isStream=false", content=json.dumps({"output": {"i": i}}))
     got = h.client.get(f"/v2/ep/stream/{job_id}").json()
     assert got["status"] == "IN_PROGRESS" and got["stream"] == [{"output": {"i": i}} for i in range(3)]
+    assert got["attempt"] == 1
     assert h.client.post(f"/v2/ep/stream/{job_id}").json()["stream"] == []
     w.post(f"/job-stream/w1/{job_id}?isStream=false", content=json.dumps({"output": {"i": 3}}))
     done(w, job_id, {"output": [{"i": i} for i in range(4)]}, stream=True)
     last = h.client.get(f"/v2/ep/stream/{job_id}").json()
     assert last["status"] == "COMPLETED" and last["stream"] == [{"output": {"i": 3}}]
-    assert h.client.get(f"/v2/ep/stream/{job_id}").json() == {"id": job_id, "status": "COMPLETED", "stream": []}
+    assert h.client.get(f"/v2/ep/stream/{job_id}").json() == {"id": job_id, "status": "COMPLETED", "stream": [], "attempt": 1}
 
 
 def test_cancel_queued_and_running_with_stop_signal(make_server):
@@ -399,10 +403,11 @@ def test_operator_routes_and_openapi(make_server):
     (ep,) = body["endpoints"]
     assert ep["id"] == "ep" and ep["queue"]["inQueue"] == 1 and ep["queue"]["inProgress"] == 1
     assert ep["workers"] == [
-        {"id": "w1", "state": "RUNNING", "inFlight": 1, "capacity": 1, "ageS": ep["workers"][0]["ageS"], "idleForS": 0.0}
+        {"id": "w1", "state": "RUNNING", "inFlight": 1, "capacity": 1, "ageS": ep["workers"][0]["ageS"], "idleForS": 0.0, "costUsd": 0.0, "failure": None}
     ]
     assert httpx.get(f"{h.url}/api/endpoints").status_code == 401
-    r = h.client.get("/api/workers/w1/logs")
+    assert [e["id"] for e in h.admin.get("/api/endpoints").json()["endpoints"]] == ["ep"]  # an admin key sees every endpoint
+    r = h.admin.get("/api/workers/w1/logs")
     assert r.status_code == 404 and "no backend" in r.json()["error"]
     spec = httpx.get(f"{h.url}/openapi.json").json()
     for path in ("/v2/{endpoint_id}/run", "/v2/{endpoint_id}/job-take/{worker_id}", "/v2/{endpoint_id}/health"):

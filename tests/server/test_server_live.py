@@ -119,9 +119,9 @@ def test_process_backend_gpuserve_sdk_worker_and_logs(make_server):
     r = h.client.post("/v2/ep/runsync", json={"input": {"hello": "world"}})
     body = r.json()
     assert body["status"] == "COMPLETED" and body["output"] == {"echo": {"hello": "world"}}
-    logs = h.client.get(f"/api/workers/{body['workerId']}/logs").json()
+    logs = h.admin.get(f"/api/workers/{body['workerId']}/logs").json()
     assert logs["workerId"] == body["workerId"] and isinstance(logs["logs"], str)
-    assert h.client.get("/api/workers/nobody/logs").status_code == 404
+    assert h.admin.get("/api/workers/nobody/logs").status_code == 404
 
 
 def test_restart_recovers_queued_and_in_progress_jobs(make_server, tmp_path):

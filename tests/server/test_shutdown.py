@@ -65,7 +65,7 @@ def test_sigterm_refuses_new_jobs_answers_runsync_callers_with_their_ids_and_req
     (tmp_path / "endpoints.yaml").write_text(
         "server: {heartbeat_interval_s: 1, drain_timeout_s: 3}\n"
         "endpoints:\n"
-        f"  ep: {{handler: {handler}, api_keys: [sk-drain], scaling: {{max_workers: 1, idle_timeout_s: 30}}}}\n"
+        f"  ep: {{handler: {handler}, api_keys: [sk-drain], scaling: {{max_workers: 1, idle_timeout_s: 30, extra_workers: 0}}}}\n"
     )
     release = tmp_path / "release"
     proc, url = _serve(tmp_path)

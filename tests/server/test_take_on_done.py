@@ -70,14 +70,14 @@ def test_gpuserve_worker_takes_its_next_jobs_with_its_results(make_server, monke
         monkeypatch.setenv("GPUSERVE_WORKER_HTTP", "httpx")
     h = make_server([deployment(handler="echo_gpuserve.py", max_workers=1)])
     handed: list[int] = []
-    real_take_now = h.rt.take_now
+    real_job_done = h.rt.job_done
 
-    def counting_take_now(worker, max_jobs):  # the real method, with a record of what it handed out
-        jobs = real_take_now(worker, max_jobs)
+    async def counting_job_done(worker, job_id, body, take=0):  # the real method, with a record of what it handed out
+        outcome, jobs = await real_job_done(worker, job_id, body, take)
         handed.append(len(jobs))
-        return jobs
+        return outcome, jobs
 
-    monkeypatch.setattr(h.rt, "take_now", counting_take_now)
+    monkeypatch.setattr(h.rt, "job_done", counting_job_done)
     ids = [h.submit({"input": {"i": i}}) for i in range(6)]  # queued before the worker exists
     dep = h.rt.endpoints["ep"].deployment
     h.spawn_worker(dep, "w1")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from gpuserve.cli import app
@@ -125,5 +126,70 @@ def test_a_results_folder_records_its_provenance_and_reruns_to_identical_results
     assert saved["endpoints"][0]["scaling"]["max_workers"] == 2
     again = run_replicated(rerun_scenario(out), jobs=1)
     first = pd.read_csv(out / "rep01" / "jobs.csv")
-    pd.testing.assert_frame_equal(again.results[1].jobs.reset_index(drop=True), first, check_dtype=False)
+    rerun = again.results[1].jobs.reset_index(drop=True)
+    rerun = rerun.astype({c: str for c in rerun.select_dtypes("category").columns})  # CSV holds the names
+    pd.testing.assert_frame_equal(rerun, first, check_dtype=False)
     pd.testing.assert_frame_equal(again.summary, pd.read_csv(out / "summary.csv"), check_dtype=False)
+
+
+def test_records_option_and_progress_lines_off_a_terminal(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    result = runner.invoke(app, ["simulate", str(QUICKSTART), "--out", str(out), "--set", "duration_s=300", "--records", "summary"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".csv") == ["summary.csv"]
+    assert (out / "workers_by_state.png").is_file()
+    # Not a terminal: the progress bar becomes lines, through the writing of files and plots.
+    assert "quickstart: 100% done" in result.output and "writing plots" in result.output
+    assert "--records" in (out / "provenance.yaml").read_text()
+    bad = runner.invoke(app, ["simulate", str(QUICKSTART), "--out", str(out), "--records", "some"])
+    assert bad.exit_code == 2 and "--records must be all, summary or none, was 'some'" in bad.output
+
+
+def test_many_job_records_in_csv_suggest_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gpuserve.cli.simulate as simulate_cli
+
+    monkeypatch.setattr(simulate_cli, "PARQUET_HINT_JOBS", 10)  # the real threshold is a million jobs
+    args = ["simulate", str(QUICKSTART), "--set", "duration_s=120", "--no-plots"]
+    csv = runner.invoke(app, [*args, "--out", str(tmp_path / "c")])
+    assert csv.exit_code == 0 and "job records: --format parquet writes them" in " ".join(csv.output.split())
+    parquet = runner.invoke(app, [*args, "--out", str(tmp_path / "p"), "--format", "parquet"])
+    assert parquet.exit_code == 0 and "--format parquet writes" not in parquet.output
+    assert (tmp_path / "p" / "jobs.parquet").is_file()
+
+
+def test_one_run_split_over_processes_writes_one_process_summary(tmp_path: Path) -> None:
+    """`--jobs 2` on one run whose endpoints share nothing: two processes, the same summary, and
+    `--records summary` builds no per-job table; declared hosts keep a run in one process, saying why."""
+    trace = ROOT / "scenarios" / "traces" / "azure_functions_2019_sample.csv"
+    scenario = tmp_path / "split.yaml"
+    scenario.write_text(
+        f"""name: split
+seed: 5
+account_max_workers: null
+azure_trace:
+  path: {trace}
+  minutes: 120
+  max_functions: 4
+  endpoint:
+    scaling: {{max_workers: 5, idle_timeout_s: 60, scaler: request_count, scaler_value: 1, extra_workers: 0}}
+    policy: {{name: fixed_keepalive, params: {{keep_alive_s: 60}}}}
+    service: {{kind: exponential, mean_s: 1.5}}
+"""
+    )
+    for jobs in ("1", "2"):
+        result = runner.invoke(
+            app, ["simulate", str(scenario), "--out", str(tmp_path / f"j{jobs}"), "--jobs", jobs, "--records", "summary", "--no-plots"]
+        )
+        assert result.exit_code == 0, result.output
+    assert "simulated in 2 processes" in result.output
+    one, two = (pd.read_csv(tmp_path / d / "summary.csv") for d in ("j1", "j2"))
+    assert len(one) == 5 and one["jobs"].iloc[-1] > 100
+    pd.testing.assert_frame_equal(one, two)
+    assert not (tmp_path / "j2" / "jobs.csv").exists()
+    hosts = runner.invoke(
+        app,
+        ["simulate", str(ROOT / "scenarios" / "azure_trace.yaml"), "--out", str(tmp_path / "h"), "--jobs", "2",
+         "--records", "summary", "--no-plots", "--set", "azure_trace.minutes=20"],
+    )
+    assert hosts.exit_code == 0, hosts.output
+    assert "simulated in one process: 2 declared host(s) share" in hosts.output

@@ -10,15 +10,9 @@ import pytest
 from gpuserve.core.errors import ConfigError
 from gpuserve.sim.coldstart import ColdStartProfile, ModelSource
 from gpuserve.sim.service import Constant, Empirical, Exponential, Lognormal
-from gpuserve.sim.workload import (
-    Bursty,
-    Diurnal,
-    Poisson,
-    load_azure_functions,
-    load_timestamps_csv,
-    spread_minute_counts,
-    write_synthetic_azure,
-)
+from gpuserve.sim.traces import read_arrivals_csv, read_invocations
+from gpuserve.sim.traces.azure2019 import write_synthetic
+from gpuserve.sim.workload import Bursty, Diurnal, Poisson, spread_minute_counts
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -54,16 +48,16 @@ def test_diurnal_follows_its_sine() -> None:
 def test_csv_timestamps(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("id,ts_ms\na,5000\nb,2000\nc,3500\n")
-    assert load_timestamps_csv(path, "ts_ms", time_scale=0.001) == (0.0, 1.5, 3.0)
+    assert read_arrivals_csv(path, "ts_ms", time_scale=0.001).times_s.tolist() == [0.0, 1.5, 3.0]
     with pytest.raises(ConfigError, match=r"workload\.column is not a column"):
-        load_timestamps_csv(path, "nope")
+        read_arrivals_csv(path, "nope")
 
 
 def test_azure_file_round_trip_and_spreads(tmp_path: Path) -> None:
-    path = write_synthetic_azure(tmp_path / "inv.csv", n_functions=4, seed=3, minutes=120)
-    functions = load_azure_functions(path)
-    assert len(functions) == 4 and all(len(f.counts_per_minute) == 120 for f in functions)
-    counts = functions[0].counts_per_minute
+    path = write_synthetic(tmp_path / "inv.csv", n_functions=4, seed=3, minutes=120)
+    inv = read_invocations(path)
+    assert inv.counts.shape == (4, 120)
+    counts = tuple(inv.counts[0].tolist())
     uniform = spread_minute_counts(counts, rng(), "uniform")
     assert uniform.size == sum(counts)
     assert np.array_equal(np.bincount((uniform // 60).astype(int), minlength=120), np.array(counts))

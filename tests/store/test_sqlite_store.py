@@ -1,4 +1,4 @@
-"""SqliteJobStore: FIFO, worker results, cancel/retry/purge, lost workers, deadlines and restart recovery."""
+"""SQLite only: WAL on disk, the synchronous setting, in-memory bookkeeping, file modes, data-dir errors."""
 
 from __future__ import annotations
 
@@ -7,20 +7,14 @@ import sqlite3
 
 import pytest
 
-from gpuserve.core.errors import IllegalTransitionError, NotFoundError
-from gpuserve.core.jobs import JobStatus
+from gpuserve.core.errors import NotFoundError
 from gpuserve.store import DoneOutcome, SqliteJobStore
 from gpuserve.store.base import SweepKind
 
 
 @pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "jobs.sqlite3"
-
-
-@pytest.fixture
-def store(db_path):
-    s = SqliteJobStore(db_path)
+def store(tmp_path):
+    s = SqliteJobStore(tmp_path / "jobs.sqlite3")
     yield s
     s.close()
 
@@ -29,180 +23,10 @@ def submit(store, n=1, endpoint="ep", t=0.0, **kw):
     return [store.submit(endpoint, {"input": {"i": i}}, now_s=t + i, **kw) for i in range(n)]
 
 
-def test_submit_is_committed_and_visible_to_another_connection(store, db_path):
-    (job,) = submit(store)
-    other = sqlite3.connect(db_path)
-    row = other.execute("SELECT status, payload FROM jobs WHERE id=?", (job.id,)).fetchone()
-    assert row[0] == "IN_QUEUE"
-    assert json.loads(row[1]) == {"input": {"i": 0}}
-    assert store.count() == 1
-    mode = other.execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
-
-
-def test_fifo_per_endpoint_and_batch_take(store):
-    a = submit(store, 3, "a")
-    b = submit(store, 2, "b", t=10)
-    assert [j.id for j in store.take("a", "w1", 2, 20)] == [a[0].id, a[1].id]
-    assert [j.id for j in store.take("b", "w2", 5, 20)] == [b[0].id, b[1].id]
-    assert [j.id for j in store.take("a", "w1", 5, 20)] == [a[2].id]
-    assert store.take("a", "w1", 5, 20) == []
-
-
-def test_worker_json_carries_id_input_and_passthrough_keys(store):
-    job = store.submit("ep", {"input": {"x": 1}, "webhook": "http://h/", "s3Config": {"bucketName": "b"}}, now_s=0)
-    (taken,) = store.take("ep", "w", 1, 1)
-    assert json.loads(taken.worker_json()) == {
-        "id": job.id,
-        "input": {"x": 1},
-        "webhook": "http://h/",
-        "s3Config": {"bucketName": "b"},
-    }
-
-
-def test_stats_counts_and_low_priority_never_drives_scaling(store):
-    submit(store, 2, t=100)
-    submit(store, 3, t=103, low_priority=True)
-    stats = store.stats("ep", 110)
-    assert (stats.in_queue, stats.in_queue_scaling, stats.in_progress) == (5, 2, 0)
-    assert stats.oldest_queued_age_s == pytest.approx(10)
-    assert stats.submitted_total == 5 and stats.last_arrival_s == pytest.approx(105)
-    store.take("ep", "w", 3, 111)  # the two normal ones and the first low-priority one, FIFO
-    stats = store.stats("ep", 111)
-    assert (stats.in_queue, stats.in_queue_scaling, stats.in_progress) == (2, 0, 3)
-
-
-def test_finish_completed_failed_progress_and_idempotence(store):
-    j1, j2, j3 = submit(store, 3)
-    store.take("ep", "w", 3, 5)
-    assert store.finish(j1.id, "w", {"status": "IN_PROGRESS", "output": {"pct": 50}}, 6)[0] is DoneOutcome.PROGRESS
-    assert store.get(j1.id).status_body()["output"] == {"pct": 50}
-    assert store.get(j1.id).status is JobStatus.IN_PROGRESS
-    assert store.finish(j1.id, "w", {"output": 42}, 7)[0] is DoneOutcome.COMPLETED
-    # A duplicate or a late progress post never changes a terminal job.
-    assert store.finish(j1.id, "w", {"output": 43}, 8)[0] is DoneOutcome.IGNORED
-    assert store.finish(j1.id, "w", {"status": "IN_PROGRESS", "output": 1}, 8)[0] is DoneOutcome.IGNORED
-    body = store.get(j1.id).status_body()
-    assert body["status"] == "COMPLETED" and body["output"] == 42
-    assert body["delayTime"] == 5000 and body["executionTime"] == 2000 and body["workerId"] == "w"
-    # A dict error is stringified and still FAILED.
-    assert store.finish(j2.id, "w", {"output": {"a": 1}, "error": {"code": 1}}, 9)[0] is DoneOutcome.FAILED
-    assert json.loads(store.get(j2.id).error) == {"code": 1}
-    # Another worker cannot finish a job it does not hold.
-    assert store.finish(j3.id, "intruder", {"output": 1}, 9)[0] is DoneOutcome.IGNORED
-    assert store.finish(j3.id, "w", {}, 9)[0] is DoneOutcome.COMPLETED
-    assert store.get(j3.id).status_body()["output"] is None
-    assert store.health("ep") == {"completed": 2, "failed": 1, "inProgress": 0, "inQueue": 0, "retried": 0, "cancelled": 0}
-
-
-def test_cancel_queued_and_running_and_late_result_ignored(store):
-    q, r = submit(store, 2)
-    store.take("ep", "w", 1, 3)  # takes q (FIFO)
-    job, before = store.cancel(r.id, 4)
-    assert before is JobStatus.IN_QUEUE and job.status is JobStatus.CANCELLED
-    assert store.take("ep", "w", 5, 4) == []  # a cancelled job is no longer handed out
-    job, before = store.cancel(q.id, 5)
-    assert before is JobStatus.IN_PROGRESS and job.status is JobStatus.CANCELLED
-    assert store.finish(q.id, "w", {"output": "late"}, 6)[0] is DoneOutcome.IGNORED
-    assert store.get(q.id).status is JobStatus.CANCELLED
-    assert store.cancel("nope", 7) is None
-
-
-def test_retry_only_failed_or_timed_out_same_id(store):
-    (j,) = submit(store)
-    with pytest.raises(IllegalTransitionError):
-        store.retry(j.id, 1)
-    store.take("ep", "w", 1, 1)
-    store.finish(j.id, "w", {"error": "boom"}, 2)
-    again = store.retry(j.id, 3)
-    assert again.id == j.id and again.status is JobStatus.IN_QUEUE and again.retries == 1
-    assert again.error is None
-    assert store.health("ep")["retried"] == 1
-    with pytest.raises(NotFoundError):
-        store.retry("missing", 3)
-
-
-def test_purge_removes_only_queued(store):
-    jobs = submit(store, 4)
-    store.take("ep", "w", 1, 5)
-    assert store.purge("ep") == 3
-    assert store.count("ep") == 1
-    assert store.get(jobs[0].id).status is JobStatus.IN_PROGRESS
-    assert all(store.get(j.id) is None for j in jobs[1:])
-
-
-def test_lost_worker_requeues_first_then_fails_past_limit(store):
-    a, b = submit(store, 2)
-    store.take("ep", "w1", 1, 2)
-    requeued = store.requeue("w1", [a.id, b.id], "worker w1 missed 3 heartbeats", 3, max_retries=1)
-    assert [j.id for j in requeued] == [a.id]
-    assert store.get(a.id).status is JobStatus.IN_QUEUE and store.get(a.id).retries == 1
-    # The requeued job keeps its place: it goes out before the younger one.
-    assert [j.id for j in store.take("ep", "w2", 1, 4)] == [a.id]
-    store.requeue("w2", [a.id], "worker w2 exited", 5, max_retries=1)
-    job = store.get(a.id)
-    assert job.status is JobStatus.FAILED
-    assert "worker w2 exited" in job.error and "1 retries" in job.error
-    assert store.get(b.id).status is JobStatus.IN_QUEUE
-
-
-def test_deadlines_execution_timeout_ttl_and_retention(store):
-    run, ttl, done = store.submit("ep", {"input": {}}, now_s=0, execution_timeout_s=5), None, None
-    ttl = store.submit("ep", {"input": {}}, now_s=0, ttl_s=10)
-    done = store.submit("ep", {"input": {}}, now_s=0, retention_s=60)
-    store.take("ep", "w", 1, 1)  # run
-    assert store.sweep(5.9) == []
-    (ev,) = store.sweep(6.0)
-    assert ev.kind is SweepKind.TIMED_OUT and ev.worker_id == "w" and ev.job.id == run.id
-    assert store.get(run.id).status is JobStatus.TIMED_OUT
-    assert store.finish(run.id, "w", {"output": 1}, 7)[0] is DoneOutcome.IGNORED
-    store.take("ep", "w", 2, 8)  # ttl and done
-    store.finish(done.id, "w", {"output": 1}, 9)
-    kinds = {(e.kind, e.job.id) for e in store.sweep(10)}
-    assert (SweepKind.TTL_EXPIRED, ttl.id) in kinds  # deleted even mid-run
-    assert store.get(ttl.id) is None
-    assert store.next_deadline_s() is not None
-    assert store.get(done.id) is not None
-    kinds = {(e.kind, e.job.id) for e in store.sweep(69)}
-    assert (SweepKind.RESULT_EXPIRED, done.id) in kinds and store.get(done.id) is None
-
-
-def test_restart_recovers_queued_and_running_jobs_in_order(db_path):
-    s1 = SqliteJobStore(db_path)
-    jobs = submit(s1, 4)
-    s1.take("ep", "w", 2, 5)  # two running when the server dies
-    s1.finish(jobs[0].id, "w", {"output": "kept"}, 6)
-    s1.close()
-    s2 = SqliteJobStore(db_path, now_s=7)
-    assert s2.recovered == 3
-    assert s2.get(jobs[0].id).status is JobStatus.COMPLETED and s2.get(jobs[0].id).output == "kept"
-    stats = s2.stats("ep", 7)
-    assert stats.in_queue == 3 and stats.in_progress == 0
-    assert [j.id for j in s2.take("ep", "w2", 10, 8)] == [jobs[1].id, jobs[2].id, jobs[3].id]
-    new = s2.submit("ep", {"input": {}}, now_s=9)
-    assert new.seq > jobs[3].seq
-    s2.close()
-
-
-def test_restart_drops_expired_jobs(db_path):
-    s1 = SqliteJobStore(db_path)
-    s1.submit("ep", {"input": {}}, now_s=0, ttl_s=10)
-    keep = s1.submit("ep", {"input": {}}, now_s=0, ttl_s=100)
-    s1.close()
-    s2 = SqliteJobStore(db_path, now_s=50)
-    assert s2.count() == 1 and s2.get(keep.id) is not None
-    s2.close()
-
-
-def test_chunks_are_handed_out_once(store):
-    (j,) = submit(store)
-    store.take("ep", "w", 1, 1)
-    assert store.add_chunk(j.id, "w", "a") and store.add_chunk(j.id, "w", "b")
-    assert not store.add_chunk(j.id, "other", "x")
-    assert store.read_chunks(j.id) == ["a", "b"]
-    assert store.read_chunks(j.id) == []
-    store.add_chunk(j.id, "w", "c")
-    assert store.read_chunks(j.id) == ["c"]
+def test_the_file_is_in_wal_mode(store):
+    submit(store)
+    with sqlite3.connect(store.path) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_invalid_synchronous_mode_names_the_field(tmp_path):
@@ -255,3 +79,74 @@ def test_a_data_dir_that_cannot_hold_the_store_is_one_error_naming_it(tmp_path):
         SqliteJobStore(blocker / "data" / "jobs.sqlite3")
     assert str(err.value).startswith("data_dir cannot hold the job store jobs.sqlite3 (")
     assert str(blocker / "data") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_inputs_and_outputs_are_held_in_memory_within_the_budget_and_read_from_the_row_past_it(tmp_path):
+    """max_payload_bytes_in_memory caps what is held (the JSON text of inputs, counted twice: the text and
+    the parsed dict, and of outputs); past it, and for any value past spill_payload_bytes, the row is
+    the only copy and is read when asked for."""
+    s = SqliteJobStore(tmp_path / "jobs.sqlite3", max_payload_bytes_in_memory=2_000, spill_payload_bytes=400)
+    small = [s.submit("ep", {"input": {"s": "a" * 200}}, now_s=i) for i in range(8)]  # 214 bytes each
+    big = s.submit("ep", {"input": {"s": "b" * 500}}, now_s=9)
+    held = [j for j in small if j.spilled("payload_json") is None]
+    assert len(held) == 4 and held == small[:4] and big.spilled("payload") is not None
+    assert s.bookkeeping()["payload_bytes"] == 4 * 2 * len(small[0].payload_json) <= 2_000
+    assert [json.loads(j.worker_json())["input"]["s"] for j in s.take("ep", "w", 9, 10)] == ["a" * 200] * 8 + ["b" * 500]
+    for i, job in enumerate(small):
+        s.finish(job.id, "w", {"output": "o" * (100 * i)}, 11)  # the first outputs fit what is left, then none
+    s.finish(big.id, "w", {"output": "p" * 1_000}, 11)
+    assert s.bookkeeping()["payload_bytes"] <= 2_000
+    assert [s.get(j.id).output for j in small] == ["o" * (100 * i) for i in range(8)]
+    assert s.get(big.id).output == "p" * 1_000 and s.get(big.id).spilled("output") is not None
+    # A restart holds within the same budget; expiry gives every byte back.
+    s.close()
+    s = SqliteJobStore(tmp_path / "jobs.sqlite3", max_payload_bytes_in_memory=2_000, spill_payload_bytes=400)
+    assert 0 < s.bookkeeping()["payload_bytes"] <= 2_000
+    assert [s.get(j.id).output for j in small] == ["o" * (100 * i) for i in range(8)]
+    gone = s.get(big.id)
+    assert json.loads(gone.worker_json())["input"] == {"s": "b" * 500}
+    assert len(s.sweep(10_000)) == 9
+    assert s.bookkeeping()["payload_bytes"] == 0 and s.bookkeeping()["jobs"] == 0
+    with pytest.raises(NotFoundError, match="expired"):
+        gone.worker_json()  # the row is gone with the job
+    s.close()
+
+
+def test_an_interim_output_past_the_budget_is_written_to_the_row_and_a_requeue_drops_it(tmp_path):
+    s = SqliteJobStore(tmp_path / "jobs.sqlite3", spill_payload_bytes=30)  # the input (19 bytes) fits
+    (job,) = submit(s)
+    s.take("ep", "w", 1, 1)
+    s.finish(job.id, "w", {"status": "IN_PROGRESS", "output": "q" * 50}, 2)
+    assert s.get(job.id).spilled("output") is not None and s.get(job.id).status_body()["output"] == "q" * 50
+    s.finish(job.id, "w", {"status": "IN_PROGRESS", "output": 7}, 3)  # small: back in memory
+    assert s.get(job.id).spilled("output") is None and s.get(job.id).output == 7
+    s.finish(job.id, "w", {"status": "IN_PROGRESS", "output": "r" * 50}, 4)
+    s.requeue("w", [job.id], "lost", 5, max_retries=3)
+    assert s.get(job.id).output is None and s.get(job.id).has_output is False
+    assert s.bookkeeping()["payload_bytes"] == 2 * len(job.payload_json)
+    with sqlite3.connect(s.path) as other:
+        assert other.execute("SELECT output, has_output FROM jobs").fetchone() == (None, 0)
+    s.close()
+
+
+def test_payload_limits_must_be_whole_byte_counts(tmp_path):
+    with pytest.raises(ValueError, match="spill_payload_bytes"):
+        SqliteJobStore(tmp_path / "x.db", spill_payload_bytes=-1)
+    with pytest.raises(ValueError, match="max_payload_bytes_in_memory"):
+        SqliteJobStore(tmp_path / "x.db", max_payload_bytes_in_memory=1.5)
+
+
+def test_unread_stream_chunks_count_against_the_budget_and_past_it_are_read_from_their_rows(tmp_path):
+    s = SqliteJobStore(tmp_path / "jobs.sqlite3", max_payload_bytes_in_memory=110, spill_payload_bytes=None)
+    (job,) = submit(s)  # 19 bytes of input, held as text and dict: 38
+    s.take("ep", "w", 1, 1)
+    chunks = ["c" * 30, "d" * 30, "e" * 30, "g" * 30]  # 32 bytes each: two fit beside the input, then none
+    for c in chunks:
+        assert s.add_chunk(job.id, "w", c)
+    assert [type(c).__name__ for c in s.get(job.id).chunks] == ["str", "str", "OnDisk", "OnDisk"]
+    assert s.bookkeeping()["payload_bytes"] == 38 + 2 * 32
+    assert s.read_stream(job.id) == (1, chunks) and s.bookkeeping()["payload_bytes"] == 38
+    assert s.add_chunk(job.id, "w", "f" * 90) and s.get(job.id).chunks[0].__class__.__name__ == "OnDisk"
+    s.requeue("w", [job.id], "lost", 2, max_retries=3)  # the attempt's unread chunks go, and their bytes
+    assert s.get(job.id).chunks == [] and s.bookkeeping()["payload_bytes"] == 38
+    s.close()

@@ -8,13 +8,15 @@ the worker-API tests use to act as workers by hand (real HTTP on the worker rout
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 import httpx
 
 from gpuserve.backends.base import worker_env
+from gpuserve.core.billing import BillingModel
 from gpuserve.core.clock import Clock
 from gpuserve.core.jobs import TERMINAL_STATUSES
 from gpuserve.core.types import EndpointSpec, PolicySpec, ScalerType, ScalingSpec
@@ -33,6 +36,7 @@ from gpuserve.live.settings import ServerSettings
 from gpuserve.platform import BackendFactory, Platform
 
 __all__ = [
+    "ADMIN_KEY",
     "API_KEY",
     "FAST",
     "HANDLERS",
@@ -41,6 +45,7 @@ __all__ = [
     "TERMINAL",
     "Harness",
     "Live",
+    "children_of",
     "code_deployment",
     "deployment",
     "endpoint_spec",
@@ -51,6 +56,7 @@ __all__ = [
 
 HANDLERS = Path(__file__).resolve().parents[1] / "server" / "handlers"
 API_KEY = "sk-test"
+ADMIN_KEY = "sk-test-admin"  # server.admin_keys of every Live server; `live.admin` sends it
 KEY = "sk-test-key"
 TERMINAL = {s.value for s in TERMINAL_STATUSES}
 
@@ -64,6 +70,7 @@ FAST = ServerSettings(
     tick_interval_s=0.2,
     maintenance_interval_s=0.05,
     webhook_retry_delay_s=0.2,
+    webhook_allowed_networks=("127.0.0.0/8",),  # the tests' receivers listen on loopback
 )
 
 # Shorter polls and ticks than the shared FAST settings: these tests drive workers by hand.
@@ -72,6 +79,7 @@ SERVER_FAST = ServerSettings(
     heartbeat_interval_s=1.0,  # the runpod SDK's heartbeat needs >= 1000 ms (below, its timeout is 0 and it dies)
     missed_heartbeats=3,
     webhook_retry_delay_s=0.05,
+    webhook_allowed_networks=("127.0.0.0/8",),  # the tests' receivers listen on loopback
     maintenance_interval_s=0.05,
     tick_interval_s=0.1,
     unknown_worker_delay_s=0.05,
@@ -103,8 +111,13 @@ def endpoint_spec(
     flash_boot: bool = False,
     gpu_type: str | None = None,
     gpus_per_worker: int = 1,
+    extra_workers: int = 0,
 ) -> EndpointSpec:
-    """A live test endpoint: Runpod's request-count scaler unless another policy is named."""
+    """A live test endpoint: Runpod's request-count scaler unless another policy is named.
+
+    No extra workers unless asked for (Runpod's default is 2): a live test's max_workers is the
+    cap it asserts; tests/server/test_extra_workers.py asks for them.
+    """
     return EndpointSpec(
         endpoint_id,
         scaling=ScalingSpec(
@@ -114,6 +127,7 @@ def endpoint_spec(
             scaler=ScalerType.REQUEST_COUNT,
             scaler_value=scaler_value,
             flash_boot=flash_boot,
+            extra_workers=extra_workers,
         ),
         policy=PolicySpec(policy),
         concurrency_per_worker=concurrency,
@@ -174,30 +188,78 @@ def process_backend_for_tests(stop_grace_s: float = 3.0) -> BackendFactory:
     return make
 
 
-def serve_process(config: Path, data_dir: Path) -> tuple[subprocess.Popen[str], str]:
-    """`gpuserve serve CONFIG` as a real process on 127.0.0.1 (port 0); returns it and its URL once it answers."""
+def serve_process(config: Path, data_dir: Path, *extra_args: str) -> tuple[subprocess.Popen[str], str]:
+    """`gpuserve serve CONFIG [EXTRA_ARGS]` as a real process on 127.0.0.1 (port 0); returns it and its URL once it answers."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gpuserve.cli", "serve", str(config), "--port", "0",
-         "--data-dir", str(data_dir), "--log-level", "warning"],
+         "--data-dir", str(data_dir), "--log-level", "warning", *extra_args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "COLUMNS": "300"},
     )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    match = re.search(r"at (http://127\.0\.0\.1:\d+)", first)
-    assert match, first
-    url = match.group(1)
+    try:
+        assert proc.stdout is not None
+        # Warnings may come before the line naming the address (a reaped leftover worker, say).
+        read: list[str] = []
+        match = None
+        while match is None and len(read) < 50:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            read.append(line)
+            match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
+        assert match, "".join(read)
+        url = match.group(1)
 
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/docs", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        def up() -> bool:
+            try:
+                return httpx.get(f"{url}/docs", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
 
-    wait_until(up, 30, "the server answers")
+        wait_until(up, 30, "the server answers")
+    except BaseException:
+        proc.kill()  # a server that never came up does not outlive the test
+        proc.wait()
+        raise
     return proc, url
+
+
+@contextlib.contextmanager
+def serving(
+    config: Path, data_dir: Path, api_key: str, *, timeout_s: float = 30.0, reap_workers: bool = False
+) -> Iterator[tuple[subprocess.Popen[str], httpx.Client]]:
+    """`serve_process` with a client on its endpoint `ep` (`api_key`); SIGTERM at the end unless the test ended it.
+
+    `reap_workers`: SIGKILL any worker the server left after (a killed server's workers follow it; none may linger).
+    """
+    proc, url = serve_process(config, data_dir)
+    client = httpx.Client(base_url=f"{url}/v2/ep", headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout_s)
+    try:
+        yield proc, client
+    finally:
+        client.close()
+        if proc.poll() is None:
+            stop_process(proc, signal.SIGTERM, timeout_s=30)
+        if reap_workers:
+            for pid in children_of(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def children_of(pid: int) -> list[int]:
+    """Worker processes the server `pid` spawned (the process backend names their parent in the environment)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if f"GPUSERVE_PARENT_PID={pid}".encode() in environ.split(b"\0"):
+            found.append(int(entry))
+    return found
 
 
 def stop_process(proc: subprocess.Popen[str], sig: int, timeout_s: float = 60.0) -> None:
@@ -215,7 +277,7 @@ class Live:
 
     `backend` is "process" (default, with a short stop grace), "docker", a BackendFactory, or
     None (no backend: the test registers workers itself). `keys` protect every endpoint.
-    `clock` replaces the platform's steady clock (a test that compares clocks).
+    `clock` replaces the platform's steady clock (a test that compares clocks); `billing` prices the ledger.
     """
 
     def __init__(
@@ -231,6 +293,8 @@ class Live:
         data_dir: Path | None = None,
         registry: WorkerRegistry | None = None,
         clock: Clock | None = None,
+        billing: BillingModel | None = None,
+        admin_keys: Sequence[str] = (ADMIN_KEY,),
     ) -> None:
         self.tmp_path = tmp_path
         self.data_dir = data_dir or tmp_path
@@ -249,11 +313,15 @@ class Live:
             fast_path=fast_path,
             registry=registry,
             clock=clock,
+            billing=billing,
+            admin_key_hashes=frozenset(hash_token(k) for k in admin_keys),
         )
         self.url = self.platform.url
         self.port = int(self.url.rsplit(":", 1)[1])
         auth = {"Authorization": f"Bearer {keys[0]}"} if keys else {}
         self.http = httpx.Client(base_url=f"{self.url}/v2", headers=auth, timeout=30.0)
+        admin = {"Authorization": f"Bearer {admin_keys[0]}"} if admin_keys else {}
+        self.admin = httpx.Client(base_url=self.url, headers=admin, timeout=60.0)  # the operator routes
 
     def start(self) -> Live:
         self.platform.start()
@@ -261,6 +329,7 @@ class Live:
 
     def stop(self) -> None:
         self.http.close()
+        self.admin.close()
         self.platform.stop()
 
     def __enter__(self) -> Live:
